@@ -1,0 +1,119 @@
+"""The one place errors become HTTP: the envelope, its headers, and the handlers that map foreign errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from portico.constants import HEADER_RETRY_AFTER, HEADER_SHOULD_RETRY
+from portico.errors import (
+    InvalidJSON,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PorticoError,
+    UnknownParameter,
+    UnsupportedMediaType,
+)
+from portico.observability.logging import request_id_var
+
+
+def error_body(exc: PorticoError) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": exc.type,
+            "code": exc.code,
+            "message": exc.message,
+            "param": exc.param,
+            "retryable": exc.retryable,
+            "request_id": request_id_var.get(),
+            **exc.details,
+        }
+    }
+
+
+def error_headers(exc: PorticoError) -> dict[str, str]:
+    headers = {HEADER_SHOULD_RETRY: "true" if exc.retryable else "false"}
+    if exc.retry_after is not None:
+        headers[HEADER_RETRY_AFTER] = str(max(1, math.ceil(exc.retry_after)))
+    return headers
+
+
+def error_response(exc: PorticoError) -> Response:
+    return Response(
+        orjson.dumps(error_body(exc)),
+        status_code=exc.status_code,
+        headers=error_headers(exc),
+        media_type="application/json",
+    )
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """('body', 'messages', 0, 'content') → 'messages[0].content'."""
+    parts = [p for p in loc if p not in ("body", "query", "path")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def translate_validation_error(exc: RequestValidationError) -> PorticoError:
+    first = exc.errors()[0]
+    param = _param(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return InvalidJSON(
+            "The request body is not valid JSON. Send a JSON object with Content-Type: application/json."
+        )
+    if kind == "extra_forbidden":
+        return UnknownParameter(f"Unrecognized request argument supplied: {param}", param=param)
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    message = str(first.get("msg", "Invalid value"))
+    return InvalidRequest(f"Invalid value for '{param}': {message}." if param else f"{message}.", param=param)
+
+
+def translate_http_exception(exc: StarletteHTTPException) -> PorticoError:
+    if exc.status_code == 404:
+        return NotFound("No such endpoint. See /docs for the API this server offers.")
+    if exc.status_code == 405:
+        return MethodNotAllowed("This endpoint does not support that HTTP method. See /docs.")
+    if exc.status_code == 413:
+        return PayloadTooLarge(str(exc.detail))
+    if exc.status_code == 415:
+        return UnsupportedMediaType(str(exc.detail))
+    if exc.status_code == 400:
+        return InvalidJSON(
+            "The request body could not be parsed. Send a JSON object encoded as UTF-8 "
+            "with Content-Type: application/json."
+        )
+    if exc.status_code < 500:
+        return InvalidRequest(str(exc.detail))
+    return PorticoError("The server failed to handle this request.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_portico_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PorticoError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(translate_validation_error(exc))
+
+    async def on_http_exception(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        response = error_response(translate_http_exception(exc))
+        response.headers.update(exc.headers or {})
+        return response
+
+    app.add_exception_handler(PorticoError, on_portico_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)

@@ -1,0 +1,134 @@
+"""Pure ASGI middleware (no buffering of streams, cancellation intact). ``create_app`` states the order."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from portico.api.errors import error_response
+from portico.constants import (
+    HEADER_PROCESSING_MS,
+    HEADER_REQUEST_ID,
+    PREFIX_REQUEST,
+    REQUEST_ID_PATTERN,
+    new_id,
+)
+from portico.errors import PayloadTooLarge, PorticoError
+from portico.observability.logging import request_id_var
+
+logger = logging.getLogger("portico.access")
+_SANE_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == HEADER_REQUEST_ID.encode():
+            candidate = value.decode("latin-1")
+            return candidate if _SANE_REQUEST_ID.match(candidate) else None
+    return None
+
+
+class RequestContextMiddleware:
+    """Request id (kept when the client's is sane), X-Processing-Ms, the access log line, and a clean 500.
+
+    Outermost of ours, so every response — errors and streams too — carries the headers, and an unexpected
+    exception becomes the error envelope rather than a stack trace.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _client_request_id(scope) or new_id(PREFIX_REQUEST)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers[HEADER_REQUEST_ID] = request_id
+                headers[HEADER_PROCESSING_MS] = f"{(time.perf_counter() - started) * 1000:.1f}"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            logger.exception("unhandled error")
+            if status == 0:
+                unexpected = PorticoError(
+                    "The server hit an unexpected error while handling this request. "
+                    "Retry it; if it keeps failing, report the request id."
+                )
+                await error_response(unexpected)(scope, receive, send_with_headers)
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Reads a request body up to ``max_bytes`` before the app sees it; a larger one is a 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(
+            f"The request body exceeds this server's limit of {self.max_bytes} bytes. "
+            "Send a smaller request (shorten the prompt or split the work)."
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(too_large)(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before sending its body
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await error_response(too_large)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields the buffered body once, then passes through (so disconnects still arrive)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

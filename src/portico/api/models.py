@@ -1,0 +1,61 @@
+"""GET /v1/models, GET /v1/models/{model}, POST /v1/models/{model}/predict."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from portico.api.deps import InferenceDep, RegistryDep, require_json
+from portico.api.disconnect import cancel_on_disconnect
+from portico.api.responses import GENERATION_ERRORS, error_responses, json_response, wire_usage
+from portico.constants import OWNED_BY, PREFIX_PREDICTION, new_id
+from portico.engines.registry import ServedModel
+from portico.schemas.models import Model, ModelList, Prediction, PredictRequest
+
+router = APIRouter(tags=["models"])
+
+
+def _describe(served: ServedModel) -> Model:
+    return Model(
+        id=served.alias,
+        created=served.settings.created,
+        owned_by=OWNED_BY,
+        snapshot=served.snapshot,
+        context_window=served.engine.context_window,
+        capabilities=sorted(c.value for c in served.engine.capabilities),
+    )
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> Response:
+    return json_response(ModelList(data=[_describe(served) for served in registry]))
+
+
+@router.get("/v1/models/{model}", response_model=Model, responses=error_responses(404))
+async def get_model(model: str, registry: RegistryDep) -> Response:
+    return json_response(_describe(registry.resolve(model)))
+
+
+@router.post(
+    "/v1/models/{model}/predict",
+    response_model=Prediction,
+    responses=GENERATION_ERRORS,
+    dependencies=[Depends(require_json)],
+)
+async def predict(model: str, body: PredictRequest, request: Request, service: InferenceDep) -> Response:
+    """One input string in, one output string out: for clients that do not speak chat."""
+    prepared = service.prepare_predict(model, body)
+    result = await cancel_on_disconnect(request, service.complete(prepared))
+    (choice,) = result.choices
+    return json_response(
+        Prediction(
+            id=new_id(PREFIX_PREDICTION),
+            created=int(time.time()),
+            model=prepared.served.snapshot,
+            output=choice.text,
+            finish_reason=choice.finish_reason.value,
+            usage=wire_usage(result.usage),
+        )
+    )

@@ -1,0 +1,75 @@
+"""Everything about SSE: framing, heartbeats, ``[DONE]``, the mid-stream error event and cancellation.
+
+The events are consumed by a pump task that owns the event source, so the response can wait for the next
+event with a timeout (and send a heartbeat comment meanwhile) without ever cancelling the source half-way.
+When the client goes away the response is cancelled, the pump is cancelled with it, and the source's
+``finally`` blocks stop the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from portico.api.errors import error_body
+from portico.errors import PorticoError
+
+logger = logging.getLogger("portico.streaming")
+
+HEARTBEAT_FRAME = b": heartbeat\n\n"
+DONE_FRAME = b"data: [DONE]\n\n"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# Frames the pump may run ahead of a slow client before it waits (backpressure on the engine).
+_PUMP_BUFFER = 64
+
+_pumps: set[asyncio.Task[None]] = set()
+
+
+def data_frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_response(events: AsyncIterator[dict[str, Any]], *, heartbeat_s: float) -> StreamingResponse:
+    return StreamingResponse(_frames(events, heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _pump(events: AsyncIterator[dict[str, Any]], frames: asyncio.Queue[bytes | None]) -> None:
+    """Turn events into frames: data frames, then ``[DONE]`` on success or one error event otherwise."""
+    try:
+        async for payload in events:
+            await frames.put(data_frame(payload))
+        last = DONE_FRAME
+    except PorticoError as exc:
+        last = data_frame(error_body(exc))
+    except Exception:
+        logger.exception("stream failed")
+        unexpected = PorticoError("The server hit an unexpected error while streaming. Retry the request.")
+        last = data_frame(error_body(unexpected))
+    await frames.put(last)
+    await frames.put(None)
+
+
+async def _frames(events: AsyncIterator[dict[str, Any]], heartbeat_s: float) -> AsyncIterator[bytes]:
+    frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PUMP_BUFFER)
+    pump = asyncio.create_task(_pump(events, frames))
+    _pumps.add(pump)
+    pump.add_done_callback(_pumps.discard)
+    try:
+        while True:
+            try:
+                frame = await asyncio.wait_for(frames.get(), timeout=heartbeat_s)
+            except TimeoutError:
+                if pump.done() and frames.empty():  # the pump was cancelled from outside (shutdown)
+                    return
+                yield HEARTBEAT_FRAME
+                continue
+            if frame is None:
+                return
+            yield frame
+    finally:
+        pump.cancel()

@@ -1,0 +1,55 @@
+"""The application factory. Nothing happens at import time; the lifespan opens and closes resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from portico import __version__
+from portico.api import chat, completions, health, models, tokenize
+from portico.api.errors import install_error_handlers
+from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from portico.engines.registry import ModelRegistry
+from portico.observability.logging import stamp_request_ids
+from portico.services.inference import InferenceService
+from portico.settings import Settings
+
+logger = logging.getLogger("portico")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    stamp_request_ids()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry(settings.models, settings.queue)
+        app.state.registry = registry
+        app.state.inference = InferenceService(registry, settings)
+        await registry.start()
+        logger.info("ready", extra={"models": [served.alias for served in registry]})
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    app = FastAPI(
+        title="Portico",
+        version=__version__,
+        summary="An OpenAI-compatible AI API server with the production patterns built in.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (chat, completions, models, tokenize, health):
+        app.include_router(module.router)
+
+    # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
+    #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.
+    #   2. BodyLimitMiddleware: bodies over max_body_bytes are a 413 before any parsing.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

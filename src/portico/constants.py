@@ -1,0 +1,41 @@
+"""Names shared across layers: headers, ID prefixes and status enums have their one home here."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+
+# Headers (lower-case: ASGI header names are compared lower-case).
+HEADER_REQUEST_ID = "x-request-id"
+HEADER_PROCESSING_MS = "x-processing-ms"
+HEADER_RETRY_AFTER = "retry-after"
+HEADER_SHOULD_RETRY = "x-should-retry"
+
+# ID prefixes (DESIGN.md "Wire conventions").
+PREFIX_CHAT_COMPLETION = "chatcmpl-"
+PREFIX_COMPLETION = "cmpl-"
+PREFIX_PREDICTION = "pred-"
+PREFIX_REQUEST = "req_"
+
+# Client-supplied request ids are kept only when they look like this (no header injection, bounded length).
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+OWNED_BY = "portico"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh prefixed identifier, e.g. ``chatcmpl-4f1c...``; 96 random bits, URL-safe."""
+    return prefix + secrets.token_hex(12)
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # the model ended its answer or a stop sequence matched
+    LENGTH = "length"  # max_tokens (or the context window) was reached
+    CANCELLED = "cancelled"  # the client went away or the request was cancelled; never sent on the wire
+
+
+class Capability(StrEnum):
+    CHAT = "chat"  # /v1/chat/completions and /v1/models/{model}/predict
+    COMPLETIONS = "completions"  # /v1/completions
+    TOKENIZE = "tokenize"  # /v1/tokenize
+    JSON_MODE = "json_mode"  # response_format json_object / json_schema is enforced

@@ -1,0 +1,152 @@
+"""The engine interface: per request, an async iterator of token deltas with a cancel.
+
+A ``Generation`` is fed by a producer that runs elsewhere (a decode thread, or a task for the echo engine)
+and read on the event loop, so inference never blocks it. A batching scheduler can replace an engine
+without the HTTP layer noticing: it only ever sees ``Engine`` and ``Generation``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from portico.constants import Capability, FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    """A chat rendered through the model's template, plus the stop strings the template implies."""
+
+    text: str
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    # None: free text. {}: any JSON object. Otherwise: a JSON schema the output must satisfy.
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    prompt: str
+    prompt_tokens: Sequence[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class TokenDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class _End:
+    reason: FinishReason
+
+
+@dataclass(slots=True)
+class _Failure:
+    error: BaseException
+
+
+class Generation:
+    """One request's output stream. Producer methods are thread-safe; iteration happens on the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: asyncio.Queue[TokenDelta | _End | _Failure] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self.finish_reason: FinishReason | None = None
+        self._closed = False
+        # Written by the producer only; read by the consumer after the end (or for progress).
+        self.completion_tokens = 0
+
+    # -- producer side (any thread) ------------------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def push(self, text: str) -> None:
+        self._put(TokenDelta(text))
+
+    def finish(self, reason: FinishReason) -> None:
+        self._put(_End(reason))
+
+    def fail(self, error: BaseException) -> None:
+        self._put(_Failure(error))
+
+    def _put(self, item: TokenDelta | _End | _Failure) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._cancelled.set()
+
+    # -- consumer side (event loop) ------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the producer to stop; it does so before its next decode step."""
+        self._cancelled.set()
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __anext__(self) -> TokenDelta:
+        if self._closed:
+            raise StopAsyncIteration
+        item = await self._items.get()
+        if isinstance(item, TokenDelta):
+            return item
+        self._closed = True
+        if isinstance(item, _Failure):
+            raise item.error
+        self.finish_reason = item.reason
+        raise StopAsyncIteration
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters a test or /readyz can read to see what the engine is doing."""
+
+    active_generations: int = 0
+    tokens_generated: int = 0
+    generations_started: int = 0
+
+
+class Engine(Protocol):
+    """What every engine offers. Heavy imports happen in ``start``, never at import time."""
+
+    context_window: int
+    capabilities: frozenset[Capability]
+    stats: EngineStats
+    slots: int  # generations it runs at once; the admission queue holds the rest
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as the model would see it (template special tokens parsed)."""
+        ...
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> ChatPrompt:
+        """The model's chat template applied to ``turns``, ending where the assistant's answer begins."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Start producing tokens for ``request``; the returned generation streams them."""
+        ...

@@ -1,0 +1,146 @@
+"""Portico's one exception hierarchy. Routes and services raise these; ``api/errors.py`` renders them.
+
+    PorticoError                      500 server_error         internal_error
+    ├── InvalidRequest                400 invalid_request_error invalid_request
+    │   ├── InvalidJSON               400                       invalid_json
+    │   ├── UnknownParameter          400                       unknown_parameter
+    │   ├── UnsupportedParameter      400                       unsupported_parameter
+    │   └── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
+    ├── NotFound                      404 not_found_error       not_found
+    │   └── ModelNotFound             404                       model_not_found
+    ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
+    ├── PayloadTooLarge               413 invalid_request_error payload_too_large
+    ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
+    ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
+    ├── EngineError                   500 server_error          engine_error
+    ├── EngineOverloaded              503 overloaded_error      engine_overloaded (retryable, Retry-After)
+    ├── EngineUnavailable             503 overloaded_error      engine_unavailable (retryable, Retry-After)
+    └── GenerationTimeout             504 timeout_error         timeout (retryable)
+
+Messages say what was wrong and how to fix it. They never carry a stack trace, a prompt or a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PorticoError(Exception):
+    status_code: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        # Structured, safe-to-show fields added to the error object (e.g. ``limit`` and ``requested``).
+        self.details = details or {}
+
+
+class InvalidRequest(PorticoError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJSON(InvalidRequest):
+    code = "invalid_json"
+
+
+class UnknownParameter(InvalidRequest):
+    code = "unknown_parameter"
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+    def __init__(self, *, limit: int, prompt_tokens: int, max_tokens: int, param: str = "messages") -> None:
+        requested = prompt_tokens + max_tokens
+        super().__init__(
+            f"This model's context window is {limit} tokens, but {requested} were requested "
+            f"({prompt_tokens} in the prompt and {max_tokens} for the completion). "
+            "Shorten the prompt or lower max_tokens.",
+            param=param,
+            details={"limit": limit, "requested": requested},
+        )
+
+
+class NotFound(PorticoError):
+    status_code = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist. GET /v1/models lists the models this server serves.",
+            param="model",
+        )
+
+
+class MethodNotAllowed(PorticoError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(PorticoError):
+    status_code = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(PorticoError):
+    status_code = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class ClientDisconnected(PorticoError):
+    """The client left before its response was ready; nobody receives this, but the access log shows it."""
+
+    status_code = 499
+    type = "client_closed_request"
+    code = "client_closed_request"
+
+
+class EngineError(PorticoError):
+    code = "engine_error"
+
+
+class EngineOverloaded(PorticoError):
+    status_code = 503
+    type = "overloaded_error"
+    code = "engine_overloaded"
+    retryable = True
+
+
+class EngineUnavailable(PorticoError):
+    status_code = 503
+    type = "overloaded_error"
+    code = "engine_unavailable"
+    retryable = True
+
+
+class GenerationTimeout(PorticoError):
+    status_code = 504
+    type = "timeout_error"
+    code = "timeout"
+    retryable = True

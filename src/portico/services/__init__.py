@@ -1,0 +1,1 @@
+"""Domain logic per resource; no HTTP types here."""

@@ -1,0 +1,235 @@
+"""Generation for chat, completions and predict: prompt preparation, context checks, admission and usage.
+
+The HTTP layer hands in validated wire models and gets back either a finished ``GenerationResult`` or a
+stream of ``ChoiceDelta`` / ``ChoiceEnd`` events followed by one ``UsageReport``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from portico.constants import Capability, FinishReason
+from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams
+from portico.engines.registry import ModelRegistry, ServedModel
+from portico.errors import (
+    ContextLengthExceeded,
+    EngineUnavailable,
+    GenerationTimeout,
+    InvalidRequest,
+    UnsupportedParameter,
+)
+from portico.schemas.chat import ChatCompletionRequest, ChatMessage
+from portico.schemas.common import JsonObjectFormat, JsonSchemaFormat, ResponseFormat, SamplingFields
+from portico.schemas.completions import CompletionRequest
+from portico.schemas.models import PredictRequest
+from portico.schemas.tokenize import TokenizeRequest
+from portico.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    text: str
+    tokens: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedGeneration:
+    """Everything needed to run a request: one entry in ``prompts`` per prompt, ``n`` choices each."""
+
+    served: ServedModel
+    prompts: list[Prompt]
+    params: SamplingParams
+    n: int = 1
+
+    def choices(self) -> list[tuple[Prompt, SamplingParams]]:
+        """(prompt, params) per choice, in choice-index order. A fixed seed varies by choice index."""
+        out = []
+        for prompt in self.prompts:
+            for j in range(self.n):
+                seed = None if self.params.seed is None else self.params.seed + j
+                out.append((prompt, replace(self.params, seed=seed)))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceResult:
+    text: str
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    choices: list[ChoiceResult]
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceEnd:
+    index: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    usage: Usage
+
+
+StreamEvent = ChoiceDelta | ChoiceEnd | UsageReport
+
+
+def _json_constraint(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    if isinstance(response_format, JsonObjectFormat):
+        return {}
+    if isinstance(response_format, JsonSchemaFormat):
+        return response_format.json_schema.schema_ or {}
+    return None
+
+
+def _chat_turns(messages: Sequence[ChatMessage]) -> list[ChatTurn]:
+    # Chat templates know system/user/assistant; OpenAI's `developer` role is the newer name for `system`.
+    return [ChatTurn("system" if m.role == "developer" else m.role, m.text()) for m in messages]
+
+
+class InferenceService:
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self._registry = registry
+        self._timeout_s = settings.request_timeout_s
+        self._max_n = settings.max_n
+
+    # -- preparation: everything that can be rejected is rejected before any work starts --------------
+    def prepare_chat(self, body: ChatCompletionRequest) -> PreparedGeneration:
+        served = self._registry.resolve(body.model)
+        rendered = served.engine.render_chat(_chat_turns(body.messages))
+        prompt = Prompt(rendered.text, served.engine.tokenize(rendered.text))
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        params = self._sampling(served, body, max_tokens, [prompt], _json_constraint(body.response_format))
+        params = replace(params, stop=params.stop + rendered.stop)
+        return PreparedGeneration(served, [prompt], params, self._check_n(body.n))
+
+    def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
+        served = self._registry.resolve(body.model)
+        self._require(served, Capability.COMPLETIONS)
+        prompts = [Prompt(text, served.engine.tokenize(text)) for text in body.prompts()]
+        params = self._sampling(served, body, body.max_tokens, prompts, None)
+        return PreparedGeneration(served, prompts, params, self._check_n(body.n))
+
+    def prepare_predict(self, model: str, body: PredictRequest) -> PreparedGeneration:
+        served = self._registry.resolve(model)
+        rendered = served.engine.render_chat([ChatTurn("user", body.input)])
+        prompt = Prompt(rendered.text, served.engine.tokenize(rendered.text))
+        params = self._sampling(served, body, body.max_tokens, [prompt], None)
+        return PreparedGeneration(served, [prompt], replace(params, stop=params.stop + rendered.stop))
+
+    def count_tokens(self, body: TokenizeRequest) -> tuple[ServedModel, int]:
+        served = self._registry.resolve(body.model)
+        if body.messages is not None:
+            text = served.engine.render_chat(_chat_turns(body.messages)).text
+        else:
+            text = body.prompt or ""
+        return served, len(served.engine.tokenize(text))
+
+    def _check_n(self, n: int) -> int:
+        if n > self._max_n:
+            raise InvalidRequest(f"n must be at most {self._max_n} on this server; got {n}.", param="n")
+        return n
+
+    def _require(self, served: ServedModel, capability: Capability) -> None:
+        if capability not in served.engine.capabilities:
+            raise UnsupportedParameter(
+                f"The model '{served.alias}' does not support {capability.value}.", param="model"
+            )
+
+    def _sampling(
+        self,
+        served: ServedModel,
+        body: SamplingFields,
+        max_tokens: int | None,
+        prompts: Sequence[Prompt],
+        json_schema: dict[str, Any] | None,
+    ) -> SamplingParams:
+        if json_schema is not None:
+            self._require(served, Capability.JSON_MODE)
+        window = served.engine.context_window
+        longest = max(len(p.tokens) for p in prompts)
+        if max_tokens is None:
+            max_tokens = window - longest
+        if longest + max(max_tokens, 1) > window:
+            raise ContextLengthExceeded(limit=window, prompt_tokens=longest, max_tokens=max(max_tokens, 1))
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            stop=body.stop_list(),
+            json_schema=json_schema,
+        )
+
+    # -- execution -----------------------------------------------------------------------------------
+    def ensure_room(self, prepared: PreparedGeneration) -> None:
+        """Raise ``EngineOverloaded`` now, before a stream's headers go out, if the queue is full."""
+        prepared.served.queue.ensure_room()
+
+    async def complete(self, prepared: PreparedGeneration) -> GenerationResult:
+        parts: list[list[str]] = [[] for _ in prepared.choices()]
+        ends: list[ChoiceResult] = []
+        usage = Usage(0, 0)
+        async with prepared.served.queue.slot():
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    async for event in self._events(prepared):
+                        if isinstance(event, ChoiceDelta):
+                            parts[event.index].append(event.text)
+                        elif isinstance(event, ChoiceEnd):
+                            ends.append(ChoiceResult("".join(parts[event.index]), event.finish_reason))
+                        else:
+                            usage = event.usage
+            except TimeoutError:
+                raise GenerationTimeout(
+                    f"Generation did not finish within {self._timeout_s:g} s. "
+                    "Lower max_tokens, or use stream: true to receive tokens as they are made."
+                ) from None
+        return GenerationResult(ends, usage)
+
+    async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
+        async with prepared.served.queue.slot():
+            async for event in self._events(prepared):
+                yield event
+
+    async def _events(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
+        """Every choice in index order, then one UsageReport for the whole request."""
+        completion_tokens = 0
+        for index, (prompt, params) in enumerate(prepared.choices()):
+            generation = prepared.served.engine.generate(GenerationRequest(prompt.text, prompt.tokens, params))
+            try:
+                async for delta in generation:
+                    yield ChoiceDelta(index, delta.text)
+            finally:
+                # A no-op after a normal end; stops the decode loop when we were cancelled or timed out.
+                generation.cancel()
+            if generation.finish_reason is FinishReason.CANCELLED:
+                raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")
+            completion_tokens += generation.completion_tokens
+            yield ChoiceEnd(index, generation.finish_reason or FinishReason.STOP)
+        prompt_tokens = sum(len(prompt.tokens) for prompt in prepared.prompts)
+        yield UsageReport(Usage(prompt_tokens, completion_tokens))

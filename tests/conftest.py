@@ -1,0 +1,114 @@
+"""Shared fixtures: settings with the echo engine, an in-process ASGI client, and a real uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from portico.app import create_app
+from portico.engines.registry import ModelRegistry
+from portico.settings import EchoSettings, ModelSettings, Settings
+
+ECHO_ALIAS = "echo"
+ECHO_SNAPSHOT = "echo-2026-01-01"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No developer's PORTICO_* variables or portico.toml leak into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PORTICO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PORTICO_CONFIG", str(tmp_path / "absent.toml"))
+
+
+def echo_settings(*, tokens_per_second: float = 0, first_token_ms: float = 0, **overrides: Any) -> Settings:
+    model = ModelSettings(
+        alias=ECHO_ALIAS,
+        snapshot=ECHO_SNAPSHOT,
+        engine="echo",
+        context_window=overrides.pop("context_window", 256),
+        max_concurrency=overrides.pop("max_concurrency", 4),
+        echo=EchoSettings(tokens_per_second=tokens_per_second, first_token_latency_ms=first_token_ms),
+    )
+    return Settings(models=[model], **overrides)
+
+
+@asynccontextmanager
+async def asgi_client(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://portico.test") as client:
+            yield client, app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with asgi_client(echo_settings()) as (http, _):
+        yield http
+
+
+def registry_of(app: FastAPI) -> ModelRegistry:
+    registry: ModelRegistry = app.state.registry
+    return registry
+
+
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a thread, so tests can disconnect for real."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_config=None, loop="asyncio", http="httptools", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._socket.close()
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(create_app(settings)) as server:
+        yield server
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def sse_events(text: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order (comments dropped)."""
+    return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]

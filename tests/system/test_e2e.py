@@ -1,0 +1,99 @@
+"""The newcomer's path: `portico serve`, then the official openai SDK gets an English answer, both ways."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+QUESTION = "What is the capital of France? Answer in one word."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    portico = Path(sys.executable).parent / "portico"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")}
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    process = subprocess.Popen([str(portico), "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"portico serve exited with {process.returncode}"
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "portico serve did not become ready"
+            time.sleep(0.2)
+        yield f"{base}/v1"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=server, api_key="not-needed-locally") as sdk:
+        yield sdk
+
+
+def test_openai_sdk_gets_an_answer(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=30
+    )
+
+    answer = completion.choices[0].message.content or ""
+    assert "Paris" in answer
+    assert completion.model == "smollm2-135m-instruct-q4_1-20250207"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+
+def test_openai_sdk_streams_an_answer(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=30, stream=True
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+
+    assert "Paris" in "".join(pieces)
+    assert len([p for p in pieces if p]) > 1, "the answer should arrive in several chunks"
+
+
+def test_openai_sdk_gets_a_longer_english_answer(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What color is the sky on a clear day?"}],
+        temperature=0,
+        max_tokens=40,
+    )
+
+    answer = (completion.choices[0].message.content or "").lower()
+    assert "blue" in answer
+    assert len(answer.split()) >= 5
+
+
+def test_models_endpoint_lists_the_embedded_model(client: openai.OpenAI) -> None:
+    models = client.models.list()
+
+    assert [m.id for m in models] == ["smollm2"]

@@ -1,0 +1,77 @@
+"""Settings: PORTICO_ environment variables (nested with __), portico.toml, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from portico.settings import ModelSettings, Settings
+
+
+def test_defaults_serve_the_embedded_model_on_loopback() -> None:
+    settings = Settings()
+
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    (model,) = settings.models
+    assert (model.alias, model.engine) == ("smollm2", "llama_cpp")
+    assert settings.request_timeout_s == 60
+
+
+def test_environment_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTICO_PORT", "9001")
+    monkeypatch.setenv("PORTICO_QUEUE__MAX_WAITING", "7")
+
+    settings = Settings()
+
+    assert settings.port == 9001
+    assert settings.queue.max_waiting == 7
+
+
+def test_toml_file_declares_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "portico.toml"
+    config.write_text(
+        'port = 8100\n[[models]]\nalias = "tiny"\nsnapshot = "tiny-1"\nengine = "echo"\n'
+        "[models.echo]\ntokens_per_second = 50\n"
+    )
+
+    settings = Settings.load(config)
+
+    assert settings.port == 8100
+    assert settings.models[0].alias == "tiny"
+    assert settings.models[0].echo.tokens_per_second == 50
+
+
+def test_environment_overrides_the_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "portico.toml"
+    config.write_text("port = 8100\n")
+    monkeypatch.setenv("PORTICO_PORT", "8200")
+
+    assert Settings.load(config).port == 8200
+
+
+def test_model_names_must_be_unique() -> None:
+    one = ModelSettings(alias="a", snapshot="a-1", engine="echo")
+    clash = ModelSettings(alias="a-1", snapshot="a-2", engine="echo")
+
+    with pytest.raises(ValidationError, match="'a-1' is used by more than one model"):
+        Settings(models=[one, clash])
+
+
+def test_unknown_settings_are_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "portico.toml"
+    config.write_text("prot = 1\n")
+
+    with pytest.raises(ValidationError, match="prot"):
+        Settings.load(config)
+
+
+def test_export_to_environment_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(port=8123, models=[ModelSettings(alias="x", snapshot="x-1", engine="echo")])
+    original.export_to_environment()
+    try:
+        assert Settings() == original
+    finally:
+        for name in original.model_dump():
+            monkeypatch.delenv(f"PORTICO_{name.upper()}", raising=False)
