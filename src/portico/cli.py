@@ -24,9 +24,11 @@ def _root() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000].")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Server processes [default: 1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1; from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Server processes, each with its own engines (default 1).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="A portico.toml to read settings from.")
     ] = None,
