@@ -40,7 +40,7 @@ def echo_settings(*, tokens_per_second: float = 0, first_token_ms: float = 0, **
         snapshot=ECHO_SNAPSHOT,
         engine="echo",
         context_window=overrides.pop("context_window", 256),
-        max_concurrency=overrides.pop("max_concurrency", 4),
+        parallel_slots=overrides.pop("parallel_slots", 4),
         echo=EchoSettings(tokens_per_second=tokens_per_second, first_token_latency_ms=first_token_ms),
     )
     return Settings(models=[model], **overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 # Headers (lower-case: ASGI header names are compared lower-case).
 HEADER_REQUEST_ID = "x-request-id"
@@ -39,3 +39,11 @@ class Capability(StrEnum):
     COMPLETIONS = "completions"  # /v1/completions
     TOKENIZE = "tokenize"  # /v1/tokenize
     JSON_MODE = "json_mode"  # response_format json_object / json_schema is enforced
+
+
+class Priority(IntEnum):
+    """Admission order in front of an engine: a lower value is served first."""
+
+    INTERACTIVE = 0  # a client is waiting on the response (chat, completions, predict)
+    JOB = 1  # asynchronous jobs: someone polls or listens for the result
+    BATCH = 2  # batch files: throughput matters, latency does not

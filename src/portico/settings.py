@@ -44,14 +44,22 @@ class ModelSettings(BaseModel):
     context_window: int | None = Field(
         default=None,
         ge=16,
-        description="Tokens per request; default: the model's trained context, at most 8192.",
+        description="Tokens per request; default: the model's trained context, at most 4096.",
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads for decoding; default: all cores.")
-    max_concurrency: int = Field(
-        default=1,
+    parallel_slots: int = Field(
+        default=8,
         ge=1,
-        description="`echo` only: requests it runs at once (the rest wait in the admission queue). "
-        "`llama_cpp` runs one generation at a time.",
+        le=64,
+        description="Sequences decoded together (continuous batching); further requests wait in the "
+        "admission queue. Each slot holds `context_window` tokens of KV cache.",
+    )
+    prefill_chunk: int = Field(
+        default=256,
+        ge=16,
+        le=512,
+        description="`llama_cpp`: prompt tokens prefilled per decode step, so a long prompt does not "
+        "stall the other streams.",
     )
     created: int = Field(default=1738886400, description="Unix time reported as the model's `created`.")
     echo: EchoSettings = Field(default_factory=EchoSettings)

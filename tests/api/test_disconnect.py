@@ -57,7 +57,7 @@ async def test_sync_disconnect_cancels_generation() -> None:
 
 
 async def test_the_freed_slot_serves_the_next_request() -> None:
-    settings = echo_settings(tokens_per_second=20, context_window=4096, max_concurrency=1)
+    settings = echo_settings(tokens_per_second=20, context_window=4096, parallel_slots=1)
     body = {"model": ECHO_ALIAS, "messages": [{"role": "user", "content": LONG_ANSWER}]}
     with live_server(settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=0.5) as http:

@@ -204,7 +204,7 @@ async def test_unexpected_failure_is_500_without_internals(monkeypatch: pytest.M
 
 
 async def test_full_queue_is_503_engine_overloaded_with_retry_after() -> None:
-    settings = echo_settings(tokens_per_second=20, max_concurrency=1, queue={"max_waiting": 0})
+    settings = echo_settings(tokens_per_second=20, parallel_slots=1, queue={"max_waiting": 0})
     async with asgi_client(settings) as (http, _):
         busy = asyncio.create_task(http.post(CHAT, json=chat(messages=[{"role": "user", "content": "w " * 40}])))
         await asyncio.sleep(0.1)
@@ -218,7 +218,7 @@ async def test_full_queue_is_503_engine_overloaded_with_retry_after() -> None:
 
 
 async def test_queue_wait_past_deadline_is_503() -> None:
-    settings = echo_settings(tokens_per_second=10, max_concurrency=1, queue={"wait_timeout_s": 0.2})
+    settings = echo_settings(tokens_per_second=10, parallel_slots=1, queue={"wait_timeout_s": 0.2})
     async with asgi_client(settings) as (http, _):
         busy = asyncio.create_task(http.post(CHAT, json=chat(messages=[{"role": "user", "content": "w " * 40}])))
         await asyncio.sleep(0.05)

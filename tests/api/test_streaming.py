@@ -23,7 +23,7 @@ def chat(content: str = "hi", **fields: Any) -> dict[str, Any]:
 
 
 async def test_heartbeat_comments_flow_while_the_request_is_queued() -> None:
-    settings = echo_settings(tokens_per_second=20, max_concurrency=1, heartbeat_interval_s=0.05)
+    settings = echo_settings(tokens_per_second=20, parallel_slots=1, heartbeat_interval_s=0.05)
     async with asgi_client(settings) as (http, _):
         busy = asyncio.create_task(http.post(CHAT, json=chat("w " * 10)))
         await asyncio.sleep(0.05)
@@ -42,10 +42,10 @@ async def test_no_heartbeat_when_tokens_keep_flowing(client: httpx.AsyncClient) 
 
 
 def _failing_after(tokens: int, error: Exception) -> Any:
-    async def emit(self: EchoEngine, request: GenerationRequest, generation: Generation) -> FinishReason:
+    async def emit(self: EchoEngine, request: GenerationRequest, generation: Generation, index: int) -> FinishReason:
         for _ in range(tokens):
             generation.completion_tokens += 1
-            generation.push("partial ")
+            generation.push(index, "partial ")
         raise error
 
     return emit
@@ -86,7 +86,7 @@ async def test_same_failure_without_stream_is_an_http_error(monkeypatch: pytest.
 
 async def test_queue_deadline_while_streaming_is_an_error_event() -> None:
     settings = echo_settings(
-        tokens_per_second=10, max_concurrency=1, heartbeat_interval_s=0.05, queue={"wait_timeout_s": 0.2}
+        tokens_per_second=10, parallel_slots=1, heartbeat_interval_s=0.05, queue={"wait_timeout_s": 0.2}
     )
     async with asgi_client(settings) as (http, _):
         busy = asyncio.create_task(http.post(CHAT, json=chat("w " * 20)))

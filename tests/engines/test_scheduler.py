@@ -6,11 +6,18 @@ import asyncio
 
 import pytest
 
+from portico.constants import Priority
 from portico.engines.scheduler import AdmissionQueue
 from portico.errors import EngineOverloaded
 
 
-async def hold(queue: AdmissionQueue, release: asyncio.Event, log: list[str], name: str, priority: int = 0) -> None:
+async def hold(
+    queue: AdmissionQueue,
+    release: asyncio.Event,
+    log: list[str],
+    name: str,
+    priority: Priority = Priority.INTERACTIVE,
+) -> None:
     async with queue.slot(priority):
         log.append(name)
         await release.wait()
@@ -29,18 +36,19 @@ async def test_slots_bound_concurrency_and_waiters_are_served_in_order() -> None
     assert queue.waiting == 0 and queue.busy_slots == 0
 
 
-async def test_lower_priority_number_is_served_first() -> None:
+async def test_interactive_work_is_served_before_jobs_and_batches() -> None:
     queue = AdmissionQueue(slots=1, max_waiting=10, wait_timeout_s=5)
     release, log = asyncio.Event(), []
     first = asyncio.create_task(hold(queue, release, log, "running"))
     await asyncio.sleep(0.01)
-    batch = asyncio.create_task(hold(queue, release, log, "batch", priority=2))
-    interactive = asyncio.create_task(hold(queue, release, log, "interactive", priority=0))
+    batch = asyncio.create_task(hold(queue, release, log, "batch", priority=Priority.BATCH))
+    job = asyncio.create_task(hold(queue, release, log, "job", priority=Priority.JOB))
+    interactive = asyncio.create_task(hold(queue, release, log, "interactive"))
     await asyncio.sleep(0.01)
 
     release.set()
-    await asyncio.gather(first, batch, interactive)
-    assert log == ["running", "interactive", "batch"]
+    await asyncio.gather(first, batch, job, interactive)
+    assert log == ["running", "interactive", "job", "batch"]
 
 
 async def test_a_full_queue_rejects_at_once_with_retry_after() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from portico.schemas.common import Usage
+from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.errors import ErrorEnvelope
 from portico.services import inference
 
@@ -21,6 +21,7 @@ def wire_usage(usage: inference.Usage) -> Usage:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
     )
 
 

@@ -1,8 +1,8 @@
 """The engine interface: per request, an async iterator of token deltas with a cancel.
 
-A ``Generation`` is fed by a producer that runs elsewhere (a decode thread, or a task for the echo engine)
-and read on the event loop, so inference never blocks it. A batching scheduler can replace an engine
-without the HTTP layer noticing: it only ever sees ``Engine`` and ``Generation``.
+A ``Generation`` (all ``n`` choices of one prompt) is fed by a producer that runs elsewhere (the decode
+loop's thread, or a task for the echo engine) and read on the event loop, so inference never blocks it.
+The HTTP layer only ever sees ``Engine`` and ``Generation``, so engines can change without it noticing.
 """
 
 from __future__ import annotations
@@ -48,16 +48,24 @@ class GenerationRequest:
     prompt: str
     prompt_tokens: Sequence[int]
     params: SamplingParams
+    n: int = 1  # choices sampled from the one prompt (prefilled once); choice i uses seed + i
 
 
 @dataclass(frozen=True, slots=True)
 class TokenDelta:
+    index: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceFinished:
+    index: int
+    reason: FinishReason
 
 
 @dataclass(slots=True)
 class _End:
-    reason: FinishReason
+    pass
 
 
 @dataclass(slots=True)
@@ -65,33 +73,42 @@ class _Failure:
     error: BaseException
 
 
+GenerationEvent = TokenDelta | ChoiceFinished
+
+
 class Generation:
-    """One request's output stream. Producer methods are thread-safe; iteration happens on the loop."""
+    """One request's output: interleaved deltas of its choices, each choice's end, then the end of all.
+
+    Producer methods are thread-safe; iteration happens on the event loop.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._items: asyncio.Queue[TokenDelta | _End | _Failure] = asyncio.Queue()
+        self._items: asyncio.Queue[GenerationEvent | _End | _Failure] = asyncio.Queue()
         self._cancelled = threading.Event()
-        self.finish_reason: FinishReason | None = None
         self._closed = False
         # Written by the producer only; read by the consumer after the end (or for progress).
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens whose KV cells were reused rather than recomputed
 
     # -- producer side (any thread) ------------------------------------------------------------------
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def push(self, text: str) -> None:
-        self._put(TokenDelta(text))
+    def push(self, index: int, text: str) -> None:
+        self._put(TokenDelta(index, text))
 
-    def finish(self, reason: FinishReason) -> None:
-        self._put(_End(reason))
+    def finish_choice(self, index: int, reason: FinishReason) -> None:
+        self._put(ChoiceFinished(index, reason))
+
+    def finish(self) -> None:
+        self._put(_End())
 
     def fail(self, error: BaseException) -> None:
         self._put(_Failure(error))
 
-    def _put(self, item: TokenDelta | _End | _Failure) -> None:
+    def _put(self, item: GenerationEvent | _End | _Failure) -> None:
         try:
             self._loop.call_soon_threadsafe(self._items.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -105,16 +122,15 @@ class Generation:
     def __aiter__(self) -> Generation:
         return self
 
-    async def __anext__(self) -> TokenDelta:
+    async def __anext__(self) -> GenerationEvent:
         if self._closed:
             raise StopAsyncIteration
         item = await self._items.get()
-        if isinstance(item, TokenDelta):
+        if isinstance(item, TokenDelta | ChoiceFinished):
             return item
         self._closed = True
         if isinstance(item, _Failure):
             raise item.error
-        self.finish_reason = item.reason
         raise StopAsyncIteration
 
 
@@ -122,9 +138,12 @@ class Generation:
 class EngineStats:
     """Counters a test or /readyz can read to see what the engine is doing."""
 
-    active_generations: int = 0
+    active_generations: int = 0  # requests being generated (each may hold several choices)
     tokens_generated: int = 0
+    prompt_tokens_decoded: int = 0  # prompt tokens actually computed (not reused from the prefix cache)
     generations_started: int = 0
+    busy_slots: int = 0  # sequences (choices) holding a decode slot right now
+    last_batch_size: int = 0  # tokens in the most recent decode step
 
 
 class Engine(Protocol):

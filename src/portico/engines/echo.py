@@ -38,7 +38,7 @@ class EchoEngine:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.context_window = settings.context_window or _DEFAULT_CONTEXT_WINDOW
-        self.slots = settings.max_concurrency
+        self.slots = settings.parallel_slots
         self._tokens_per_second = settings.echo.tokens_per_second
         self._first_token_latency_s = settings.echo.first_token_latency_ms / 1000
         self.stats = EngineStats()
@@ -80,31 +80,31 @@ class EchoEngine:
         self.stats.active_generations += 1
         self.stats.generations_started += 1
         try:
-            reason = await self._emit(request, generation)
-            generation.finish(reason)
+            if self._first_token_latency_s:
+                await asyncio.sleep(self._first_token_latency_s)
+            for index in range(request.n):
+                generation.finish_choice(index, await self._emit(request, generation, index))
+            generation.finish()
         except Exception as exc:  # a bug here must reach the client as an error event, not hang it
             generation.fail(exc)
         finally:
             self.stats.active_generations -= 1
 
-    async def _emit(self, request: GenerationRequest, generation: Generation) -> FinishReason:
+    async def _emit(self, request: GenerationRequest, generation: Generation, index: int) -> FinishReason:
         stops = StopFilter(request.params.stop)
-        pieces = split_pieces(self._answer_for(request))
-        if self._first_token_latency_s:
-            await asyncio.sleep(self._first_token_latency_s)
-        for index, piece in enumerate(pieces):
-            if index >= request.params.max_tokens:
+        for position, piece in enumerate(split_pieces(self._answer_for(request))):
+            if position >= request.params.max_tokens:
                 return FinishReason.LENGTH
-            if self._tokens_per_second and index:
+            if self._tokens_per_second and (position or index):
                 await asyncio.sleep(1 / self._tokens_per_second)
             if generation.cancelled:
                 return FinishReason.CANCELLED
             generation.completion_tokens += 1
             self.stats.tokens_generated += 1
             if text := stops.feed(piece):
-                generation.push(text)
+                generation.push(index, text)
             if stops.stopped:
                 return FinishReason.STOP
         if tail := stops.flush():
-            generation.push(tail)
+            generation.push(index, tail)
         return FinishReason.STOP

@@ -1,7 +1,8 @@
 """The admission queue in front of an engine: a bounded number of waiters for a bounded number of slots.
 
-Waiters are served by priority (lower first), then in arrival order. A full queue, or a wait past the
-deadline, is ``EngineOverloaded`` with a Retry-After estimated from the queue depth and recent service times.
+Waiters are served by priority class (interactive, then jobs, then batches), then in arrival order. A full
+queue, or a wait past the deadline, is ``EngineOverloaded`` with a Retry-After estimated from the queue depth
+and recent service times.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from portico.constants import Priority
 from portico.errors import EngineOverloaded
 
 # Weight of the newest service time in the moving average used for Retry-After.
@@ -26,7 +28,7 @@ class AdmissionQueue:
         self._slots = slots
         self._max_waiting = max_waiting
         self._wait_timeout_s = wait_timeout_s
-        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._heap: list[tuple[Priority, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
         self._mean_service_s = 1.0
         self.waiting = 0
@@ -48,7 +50,7 @@ class AdmissionQueue:
             )
 
     @asynccontextmanager
-    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+    async def slot(self, priority: Priority = Priority.INTERACTIVE) -> AsyncIterator[None]:
         await self._acquire(priority)
         started = time.monotonic()
         try:
@@ -58,7 +60,7 @@ class AdmissionQueue:
             self._mean_service_s += _SERVICE_TIME_SMOOTHING * (elapsed - self._mean_service_s)
             self._release()
 
-    async def _acquire(self, priority: int) -> None:
+    async def _acquire(self, priority: Priority) -> None:
         if self._free > 0 and not self.waiting:
             self._free -= 1
             return

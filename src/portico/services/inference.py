@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from portico.constants import Capability, FinishReason
-from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams
+from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import (
     ContextLengthExceeded,
@@ -44,20 +44,16 @@ class PreparedGeneration:
     params: SamplingParams
     n: int = 1
 
-    def choices(self) -> list[tuple[Prompt, SamplingParams]]:
-        """(prompt, params) per choice, in choice-index order. A fixed seed varies by choice index."""
-        out = []
-        for prompt in self.prompts:
-            for j in range(self.n):
-                seed = None if self.params.seed is None else self.params.seed + j
-                out.append((prompt, replace(self.params, seed=seed)))
-        return out
+    @property
+    def choice_count(self) -> int:
+        return len(self.prompts) * self.n
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens served from the engine's prefix cache
 
     @property
     def total_tokens(self) -> int:
@@ -191,8 +187,8 @@ class InferenceService:
         prepared.served.queue.ensure_room()
 
     async def complete(self, prepared: PreparedGeneration) -> GenerationResult:
-        parts: list[list[str]] = [[] for _ in prepared.choices()]
-        ends: list[ChoiceResult] = []
+        parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
+        ends: dict[int, FinishReason] = {}
         usage = Usage(0, 0)
         async with prepared.served.queue.slot():
             try:
@@ -201,7 +197,7 @@ class InferenceService:
                         if isinstance(event, ChoiceDelta):
                             parts[event.index].append(event.text)
                         elif isinstance(event, ChoiceEnd):
-                            ends.append(ChoiceResult("".join(parts[event.index]), event.finish_reason))
+                            ends[event.index] = event.finish_reason
                         else:
                             usage = event.usage
             except TimeoutError:
@@ -209,7 +205,8 @@ class InferenceService:
                     f"Generation did not finish within {self._timeout_s:g} s. "
                     "Lower max_tokens, or use stream: true to receive tokens as they are made."
                 ) from None
-        return GenerationResult(ends, usage)
+        choices = [ChoiceResult("".join(parts[index]), ends[index]) for index in range(prepared.choice_count)]
+        return GenerationResult(choices, usage)
 
     async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
         async with prepared.served.queue.slot():
@@ -217,19 +214,24 @@ class InferenceService:
                 yield event
 
     async def _events(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
-        """Every choice in index order, then one UsageReport for the whole request."""
-        completion_tokens = 0
-        for index, (prompt, params) in enumerate(prepared.choices()):
-            generation = prepared.served.engine.generate(GenerationRequest(prompt.text, prompt.tokens, params))
+        """Each prompt's choices (interleaved as the engine makes them), then one UsageReport for all."""
+        completion_tokens = cached_tokens = 0
+        for number, prompt in enumerate(prepared.prompts):
+            first_index = number * prepared.n
+            request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n)
+            generation = prepared.served.engine.generate(request)
             try:
-                async for delta in generation:
-                    yield ChoiceDelta(index, delta.text)
+                async for event in generation:
+                    if isinstance(event, TokenDelta):
+                        yield ChoiceDelta(first_index + event.index, event.text)
+                        continue
+                    if event.reason is FinishReason.CANCELLED:
+                        raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")
+                    yield ChoiceEnd(first_index + event.index, event.reason)
             finally:
                 # A no-op after a normal end; stops the decode loop when we were cancelled or timed out.
                 generation.cancel()
-            if generation.finish_reason is FinishReason.CANCELLED:
-                raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")
             completion_tokens += generation.completion_tokens
-            yield ChoiceEnd(index, generation.finish_reason or FinishReason.STOP)
+            cached_tokens += generation.cached_tokens
         prompt_tokens = sum(len(prompt.tokens) for prompt in prepared.prompts)
-        yield UsageReport(Usage(prompt_tokens, completion_tokens))
+        yield UsageReport(Usage(prompt_tokens, completion_tokens, cached_tokens))

@@ -1,0 +1,397 @@
+"""Continuous batching over llama.cpp's multi-sequence decode: one loop, off the event loop.
+
+Each step builds one ``llama_batch`` from (1) the next token of every sequence that is generating and
+(2) chunks of prompts still being prefilled, within ``n_batch`` tokens, then decodes it once and samples
+each sequence that asked for logits with its own sampler chain (temperature, top_p, penalties, seed, JSON
+grammar). Requests join between steps and leave the step they finish or are cancelled.
+
+Slots are llama.cpp sequence ids. A finished sequence's KV cells stay in its slot as a prefix cache: a new
+prompt that begins with tokens cached in any slot copies those cells (``seq_cp``) instead of recomputing
+them, which is what ``cached_tokens`` reports. ``n > 1`` prefills the prompt once and copies its cells
+into the other choices' slots.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import queue
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from portico.constants import FinishReason
+from portico.engines.base import EngineStats, Generation, GenerationRequest, SamplingParams
+from portico.engines.grammar import json_grammar
+from portico.engines.stops import StopFilter
+from portico.errors import EngineError
+
+logger = logging.getLogger("portico.engine")
+
+# llama.cpp's own sampling defaults for the knobs OpenAI's API does not expose.
+TOP_K = 40
+MIN_P = 0.05
+PENALTY_LAST_N = 64
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV cells this sequence holds, in order
+    busy: bool = False
+    last_used: int = 0  # step number of its last admission, to evict the least recently used cache first
+
+
+@dataclass(eq=False)
+class _Choice:
+    owner: _Request
+    index: int
+    slot: _Slot
+    sampler: Any
+    stops: StopFilter
+    decoder: codecs.IncrementalDecoder
+    produced: int = 0
+    next_token: int | None = None  # sampled, not yet decoded into the KV cache
+
+
+@dataclass(eq=False)
+class _Request:
+    request: GenerationRequest
+    generation: Generation
+    choices: list[_Choice] = field(default_factory=list)
+    fed: int = 0  # prompt tokens already in the primary slot's KV cells
+
+    @property
+    def prompt(self) -> list[int]:
+        return list(self.request.prompt_tokens)
+
+    @property
+    def primary(self) -> _Slot:
+        return self.choices[0].slot
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One token of the batch being built, and who reads its logits."""
+
+    token: int
+    pos: int
+    seq_id: int
+    logits: bool
+    reader: _Choice | _Request | None
+
+
+class DecodeLoop:
+    """Owns the llama.cpp context; every call into it happens on the loop's own thread."""
+
+    def __init__(
+        self,
+        *,
+        llama: Any,
+        context: Any,
+        slots: int,
+        slot_context: int,
+        n_batch: int,
+        prefill_chunk: int,
+        stats: EngineStats,
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._llama_cpp: Any = llama_cpp
+        self._internals: Any = _internals
+        self._llama = llama
+        self._vocab = llama._model.vocab
+        self._n_vocab = llama.n_vocab()
+        self._context = context
+        self._memory = llama_cpp.llama_get_memory(context.ctx)
+        self._slots = [_Slot(seq_id) for seq_id in range(slots)]
+        self._slot_context = slot_context
+        self._n_batch = n_batch
+        self._prefill_chunk = prefill_chunk
+        self._batch: Any = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._stats = stats
+        self._inbox: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []
+        self._steps = 0
+        self._thread = threading.Thread(target=self._run, name="llama-decode-loop", daemon=True)
+
+    # -- control (any thread) ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest, generation: Generation) -> None:
+        self._stats.active_generations += 1
+        self._stats.generations_started += 1
+        self._inbox.put(_Request(request, generation))
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()
+        self._batch.close()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while self._receive(block=not (self._running or self._waiting)):
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode fails its requests, never the loop
+                logger.exception("decode step failed")
+                self._fail_running(exc)
+        self._abort_all()
+
+    def _receive(self, *, block: bool) -> bool:
+        """Move submitted requests to the waiting line (blocking when idle); False once ``stop`` was called."""
+        try:
+            item = self._inbox.get(block=block)
+            while item is not None:
+                self._waiting.append(item)
+                item = self._inbox.get_nowait()
+            return False
+        except queue.Empty:
+            return True
+
+    def _step(self) -> None:
+        self._steps += 1
+        self._drop_cancelled()
+        self._admit()
+        entries = self._plan()
+        if entries:
+            self._decode(entries)
+            self._sample(entries)
+        self._retire_finished()
+
+    # -- admission: requests join between steps ------------------------------------------------------
+    def _admit(self) -> None:
+        while self._waiting:
+            request = self._waiting[0]
+            free = [slot for slot in self._slots if not slot.busy]
+            if len(free) < request.request.n:
+                return
+            self._waiting.popleft()
+            self._place(request, free)
+            self._running.append(request)
+            self._stats.busy_slots = sum(slot.busy for slot in self._slots)
+
+    def _place(self, request: _Request, free: list[_Slot]) -> None:
+        """Give the request its slots, reusing the longest cached prefix of its prompt from any slot."""
+        prompt = request.prompt
+        source, reuse = self._longest_cached_prefix(prompt)
+        # The last prompt token is always decoded again: its logits give the first sampled token.
+        reuse = min(reuse, len(prompt) - 1)
+        free.sort(key=lambda slot: slot.last_used)
+        primary = source if source is not None and not source.busy else free[0]
+        slots = [primary, *[slot for slot in free if slot is not primary][: request.request.n - 1]]
+        for slot in slots:
+            if slot is not source:
+                self._forget(slot, keep=0)
+        if primary is source:
+            self._forget(primary, keep=reuse)
+        elif source is not None and reuse > 0:
+            self._copy_sequence(source, primary, length=reuse)
+        request.fed = reuse
+        request.generation.cached_tokens = reuse
+        params = request.request.params
+        for index, slot in enumerate(slots):
+            slot.busy, slot.last_used = True, self._steps
+            request.choices.append(
+                _Choice(
+                    owner=request,
+                    index=index,
+                    slot=slot,
+                    sampler=self._sampler(params, index),
+                    stops=StopFilter(params.stop),
+                    decoder=codecs.getincrementaldecoder("utf-8")("replace"),
+                )
+            )
+
+    def _longest_cached_prefix(self, prompt: list[int]) -> tuple[_Slot | None, int]:
+        """The slot holding the longest prefix of ``prompt`` (a free one when there is a tie)."""
+        best = max(self._slots, key=lambda slot: (_common_prefix(slot.cached, prompt), not slot.busy))
+        length = _common_prefix(best.cached, prompt)
+        return (best, length) if length else (None, 0)
+
+    def _copy_sequence(self, source: _Slot, target: _Slot, *, length: int | None = None) -> None:
+        """Give ``target`` the KV cells of ``source`` (its first ``length`` tokens).
+
+        Each slot is its own KV stream, and llama.cpp copies across streams only whole sequences: copy all,
+        then trim the copy to the prefix.
+        """
+        self._llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, target.seq_id, -1, -1)
+        target.cached = list(source.cached)
+        if length is not None:
+            self._forget(target, keep=length)
+
+    def _forget(self, slot: _Slot, *, keep: int) -> None:
+        """Drop the slot's KV cells from position ``keep`` on."""
+        if len(slot.cached) > keep:
+            self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            del slot.cached[keep:]
+
+    def _sampler(self, params: SamplingParams, index: int) -> Any:
+        sampler = self._internals.LlamaSampler()
+        sampler.add_penalties(self._n_vocab, PENALTY_LAST_N, 1.0, params.frequency_penalty, params.presence_penalty)
+        if params.json_schema is not None:
+            sampler.add_grammar(self._llama._model, json_grammar(params.json_schema))
+        if params.temperature == 0:
+            sampler.add_greedy()
+            return sampler
+        seed = random.getrandbits(32) if params.seed is None else (params.seed + index) % 2**32
+        sampler.add_top_k(TOP_K)
+        sampler.add_top_p(params.top_p, 1)
+        sampler.add_min_p(MIN_P, 1)
+        sampler.add_temp(params.temperature)
+        sampler.add_dist(seed)
+        return sampler
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _plan(self) -> list[_Entry]:
+        """Generating sequences first (one token each), then prompt chunks in arrival order."""
+        entries = [
+            _Entry(choice.next_token, len(choice.slot.cached), choice.slot.seq_id, True, choice)
+            for request in self._running
+            for choice in request.choices
+            if choice.next_token is not None
+        ]
+        budget = self._n_batch - len(entries)
+        for request in self._running:
+            prompt = request.prompt
+            if request.fed >= len(prompt) or budget <= 0:
+                continue
+            chunk = prompt[request.fed : request.fed + min(budget, self._prefill_chunk)]
+            last = request.fed + len(chunk) == len(prompt)
+            slot = request.primary
+            for offset, token in enumerate(chunk):
+                is_last = last and offset == len(chunk) - 1
+                entries.append(_Entry(token, request.fed + offset, slot.seq_id, is_last, request if is_last else None))
+            budget -= len(chunk)
+        return entries
+
+    def _decode(self, entries: list[_Entry]) -> None:
+        batch = self._batch.batch
+        for i, entry in enumerate(entries):
+            batch.token[i] = entry.token
+            batch.pos[i] = entry.pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = entry.seq_id
+            batch.logits[i] = entry.logits
+        batch.n_tokens = len(entries)
+        status = self._llama_cpp.llama_decode(self._context.ctx, batch)
+        if status != 0:
+            raise EngineError(f"llama_decode returned {status}")
+        self._stats.last_batch_size = len(entries)
+        self._stats.prompt_tokens_decoded += sum(not isinstance(entry.reader, _Choice) for entry in entries)
+        for entry in entries:
+            slot = self._slots[entry.seq_id]
+            slot.cached.append(entry.token)
+            if isinstance(entry.reader, _Choice):
+                entry.reader.next_token = None
+        for request in self._running:
+            request.fed = max(request.fed, len(request.primary.cached))
+
+    def _sample(self, entries: list[_Entry]) -> None:
+        for position, entry in enumerate(entries):
+            if isinstance(entry.reader, _Choice):
+                self._advance(entry.reader, position)
+            elif isinstance(entry.reader, _Request):
+                self._share_prompt(entry.reader)
+                for choice in entry.reader.choices:
+                    self._advance(choice, position)
+
+    def _share_prompt(self, request: _Request) -> None:
+        """Copy the prefilled prompt's cells into every other choice's slot (the prompt is computed once)."""
+        for choice in request.choices[1:]:
+            self._copy_sequence(request.primary, choice.slot)
+
+    def _advance(self, choice: _Choice, position: int) -> None:
+        token = choice.sampler.sample(self._context, position)
+        generation = choice.owner.generation
+        if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._end_choice(choice, FinishReason.STOP)
+            return
+        choice.produced += 1
+        generation.completion_tokens += 1
+        self._stats.tokens_generated += 1
+        piece = self._llama.detokenize([token])
+        if text := choice.stops.feed(choice.decoder.decode(piece)):
+            generation.push(choice.index, text)
+        if choice.stops.stopped:
+            self._end_choice(choice, FinishReason.STOP)
+        elif choice.produced >= choice.owner.request.params.max_tokens or len(choice.slot.cached) >= self._slot_context:
+            self._end_choice(choice, FinishReason.LENGTH)
+        else:
+            choice.next_token = token
+
+    def _end_choice(self, choice: _Choice, reason: FinishReason) -> None:
+        generation = choice.owner.generation
+        if reason is not FinishReason.CANCELLED:
+            tail = choice.stops.feed(choice.decoder.decode(b"", final=True)) + choice.stops.flush()
+            if tail:
+                generation.push(choice.index, tail)
+        generation.finish_choice(choice.index, reason)
+        choice.next_token = None
+        choice.slot.busy = False
+        choice.sampler.close()
+        choice.sampler = None
+
+    def _retire_finished(self) -> None:
+        still = []
+        for request in self._running:
+            if all(choice.sampler is None for choice in request.choices):
+                request.generation.finish()
+                self._stats.active_generations -= 1
+            else:
+                still.append(request)
+        self._running = still
+        self._stats.busy_slots = sum(slot.busy for slot in self._slots)
+
+    def _drop_cancelled(self) -> None:
+        for request in self._running:
+            if not request.generation.cancelled:
+                continue
+            for choice in request.choices:
+                if choice.sampler is not None:
+                    self._end_choice(choice, FinishReason.CANCELLED)
+                    # Keep the prompt's cells for reuse; what it generated is unlikely to be asked again.
+                    self._forget(choice.slot, keep=min(len(request.prompt), len(choice.slot.cached)))
+        for request in [r for r in self._waiting if r.generation.cancelled]:
+            self._waiting.remove(request)
+            self._end_unplaced(request)
+
+    def _end_unplaced(self, request: _Request) -> None:
+        for index in range(request.request.n):
+            request.generation.finish_choice(index, FinishReason.CANCELLED)
+        request.generation.finish()
+        self._stats.active_generations -= 1
+
+    def _fail_running(self, error: Exception) -> None:
+        for request in self._running:
+            request.generation.fail(error)
+            self._stats.active_generations -= 1
+            for choice in request.choices:
+                choice.slot.busy = False
+                self._forget(choice.slot, keep=0)
+        self._running = []
+        self._stats.busy_slots = 0
+
+    def _abort_all(self) -> None:
+        """Shutdown: every request still here ends as cancelled (the service reports it as retryable)."""
+        for request in self._running:
+            for choice in request.choices:
+                if choice.sampler is not None:
+                    self._end_choice(choice, FinishReason.CANCELLED)
+        self._retire_finished()
+        while self._waiting:
+            self._end_unplaced(self._waiting.popleft())
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
