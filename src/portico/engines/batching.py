@@ -63,9 +63,8 @@ class _Request:
     choices: list[_Choice] = field(default_factory=list)
     fed: int = 0  # prompt tokens already in the primary slot's KV cells
 
-    @property
-    def prompt(self) -> list[int]:
-        return list(self.request.prompt_tokens)
+    def __post_init__(self) -> None:
+        self.prompt = list(self.request.prompt_tokens)
 
     @property
     def primary(self) -> _Slot:
@@ -124,8 +123,7 @@ class DecodeLoop:
         self._thread.start()
 
     def submit(self, request: GenerationRequest, generation: Generation) -> None:
-        self._stats.active_generations += 1
-        self._stats.generations_started += 1
+        """Queue a request; its ``n`` choices need ``n`` slots at once (the service caps ``n`` at the slots)."""
         self._inbox.put(_Request(request, generation))
 
     def stop(self) -> None:
@@ -149,6 +147,8 @@ class DecodeLoop:
             item = self._inbox.get(block=block)
             while item is not None:
                 self._waiting.append(item)
+                self._stats.active_generations += 1
+                self._stats.generations_started += 1
                 item = self._inbox.get_nowait()
             return False
         except queue.Empty:
