@@ -10,12 +10,13 @@ from pydantic import ValidationError
 from portico.settings import ModelSettings, Settings
 
 
-def test_defaults_serve_the_embedded_model_on_loopback() -> None:
+def test_defaults_serve_the_embedded_models_on_loopback() -> None:
     settings = Settings()
 
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    (model,) = settings.models
-    assert (model.alias, model.engine) == ("smollm2", "llama_cpp")
+    chat, embeddings = settings.models
+    assert (chat.alias, chat.engine) == ("smollm2", "llama_cpp")
+    assert (embeddings.alias, embeddings.engine) == ("all-minilm-l6-v2", "sentence_transformers")
     assert settings.request_timeout_s == 60
 
 

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from portico import __version__
-from portico.api import chat, completions, health, models, tokenize
+from portico.api import chat, completions, embeddings, health, models, tokenize
 from portico.api.errors import install_error_handlers
 from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from portico.engines.registry import ModelRegistry
 from portico.observability.logging import stamp_request_ids
+from portico.services.embeddings import EmbeddingService
 from portico.services.inference import InferenceService
 from portico.settings import Settings
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ModelRegistry(settings.models, settings.queue)
         app.state.registry = registry
         app.state.inference = InferenceService(registry, settings)
+        app.state.embeddings = EmbeddingService(registry)
         await registry.start()
         logger.info("ready", extra={"models": [served.alias for served in registry]})
         try:
@@ -44,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, completions, models, tokenize, health):
+    for module in (chat, completions, embeddings, models, tokenize, health):
         app.include_router(module.router)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):

@@ -39,6 +39,7 @@ class Capability(StrEnum):
     COMPLETIONS = "completions"  # /v1/completions
     TOKENIZE = "tokenize"  # /v1/tokenize
     JSON_MODE = "json_mode"  # response_format json_object / json_schema is enforced
+    EMBEDDINGS = "embeddings"  # /v1/embeddings
 
 
 class Priority(IntEnum):

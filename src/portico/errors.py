@@ -68,15 +68,22 @@ class UnsupportedParameter(InvalidRequest):
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
-    def __init__(self, *, limit: int, prompt_tokens: int, max_tokens: int, param: str = "messages") -> None:
+    def __init__(self, *, limit: int, prompt_tokens: int, max_tokens: int = 0, param: str = "messages") -> None:
+        """``max_tokens`` is the room asked for the completion; 0 for a request that generates nothing
+        (an embeddings input), whose ``param`` then names the input that is too long."""
         requested = prompt_tokens + max_tokens
-        super().__init__(
-            f"This model's context window is {limit} tokens, but {requested} were requested "
-            f"({prompt_tokens} in the prompt and {max_tokens} for the completion). "
-            "Shorten the prompt or lower max_tokens.",
-            param=param,
-            details={"limit": limit, "requested": requested},
-        )
+        if max_tokens:
+            message = (
+                f"This model's context window is {limit} tokens, but {requested} were requested "
+                f"({prompt_tokens} in the prompt and {max_tokens} for the completion). "
+                "Shorten the prompt or lower max_tokens."
+            )
+        else:
+            message = (
+                f"This model's context window is {limit} tokens, but {param} is {requested} tokens long. "
+                "Shorten it, or split it into parts and send them as separate inputs."
+            )
+        super().__init__(message, param=param, details={"limit": limit, "requested": requested})
 
 
 class NotFound(PorticoError):

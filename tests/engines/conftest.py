@@ -1,17 +1,19 @@
-"""The real embedded engine, shared by the tests that need it, and helpers to drive it directly."""
+"""The real embedded engines, shared by the tests that need them, and helpers to drive them directly."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from portico.constants import FinishReason
 from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.llama_cpp import LlamaCppEngine
+from portico.engines.sentence_transformers import SentenceTransformersEngine
 from portico.settings import ModelSettings
 
 QUESTION = "What is the capital of France? Answer in one word."
@@ -25,6 +27,18 @@ def llama_engine() -> Iterator[LlamaCppEngine]:
     asyncio.run(engine.start())
     yield engine
     asyncio.run(engine.close())
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def minilm_engine() -> AsyncIterator[SentenceTransformersEngine]:
+    """all-MiniLM-L6-v2, loaded once. Its batcher lives on the session's event loop, so the tests that use it
+    run there too (``pytest.mark.asyncio(loop_scope="session")``)."""
+    engine = SentenceTransformersEngine(
+        ModelSettings(alias="all-minilm-l6-v2", snapshot="minilm-test", engine="sentence_transformers")
+    )
+    await engine.start()
+    yield engine
+    await engine.close()
 
 
 def request_for(engine: LlamaCppEngine, question: str, *, n: int = 1, **params: Any) -> GenerationRequest:

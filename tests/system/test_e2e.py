@@ -1,4 +1,5 @@
-"""The newcomer's path: `portico serve`, then the official openai SDK gets an English answer, both ways."""
+"""The newcomer's path: `portico serve`, then the official openai SDK gets an English answer, both ways, and
+embeddings."""
 
 from __future__ import annotations
 
@@ -93,7 +94,14 @@ def test_openai_sdk_gets_a_longer_english_answer(client: openai.OpenAI) -> None:
     assert len(answer.split()) >= 5
 
 
-def test_models_endpoint_lists_the_embedded_model(client: openai.OpenAI) -> None:
+def test_openai_sdk_gets_embeddings(client: openai.OpenAI) -> None:
+    result = client.embeddings.create(model="all-minilm-l6-v2", input=["The sky is blue.", "Grass is green."])
+
+    assert [len(row.embedding) for row in result.data] == [384, 384]
+    assert result.model == "all-minilm-l6-v2-f32-0.1.0"
+
+
+def test_models_endpoint_lists_the_embedded_models(client: openai.OpenAI) -> None:
     models = client.models.list()
 
-    assert [m.id for m in models] == ["smollm2"]
+    assert [m.id for m in models] == ["smollm2", "all-minilm-l6-v2"]

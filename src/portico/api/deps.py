@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from portico.engines.registry import ModelRegistry
 from portico.errors import UnsupportedMediaType
+from portico.services.embeddings import EmbeddingService
 from portico.services.inference import InferenceService
 from portico.settings import Settings
 
@@ -27,6 +28,11 @@ def get_inference(request: Request) -> InferenceService:
     return service
 
 
+def get_embeddings(request: Request) -> EmbeddingService:
+    service: EmbeddingService = request.app.state.embeddings
+    return service
+
+
 def require_json(request: Request) -> None:
     """JSON endpoints accept ``application/json`` (or ``+json``); a body without a Content-Type is read as JSON."""
     content_type = request.headers.get("content-type")
@@ -43,3 +49,4 @@ def require_json(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
+EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]

@@ -1,8 +1,12 @@
-"""The engine interface: per request, an async iterator of token deltas with a cancel.
+"""The engine interfaces: ``Engine`` generates text, ``Embedder`` turns inputs into vectors.
 
-A ``Generation`` (all ``n`` choices of one prompt) is fed by a producer that runs elsewhere (the decode
-loop's thread, or a task for the echo engine) and read on the event loop, so inference never blocks it.
-The HTTP layer only ever sees ``Engine`` and ``Generation``, so engines can change without it noticing.
+For an ``Engine``, per request, an async iterator of token deltas with a cancel. A ``Generation`` (all ``n``
+choices of one prompt) is fed by a producer that runs elsewhere (the decode loop's thread, or a task for the
+echo engine) and read on the event loop, so inference never blocks it. The HTTP layer only ever sees these
+interfaces, so engines can change without it noticing.
+
+An ``Embedder`` is its own small interface rather than more methods on ``Engine``: no model here does both,
+and an engine that cannot generate should not have to pretend it can.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from portico.constants import Capability, FinishReason
 
@@ -168,4 +172,42 @@ class Engine(Protocol):
 
     def generate(self, request: GenerationRequest) -> Generation:
         """Start producing tokens for ``request``; the returned generation streams them."""
+        ...
+
+
+@dataclass(slots=True)
+class EmbedderStats:
+    """Counters a test or a benchmark can read to see how well concurrent requests were batched."""
+
+    forward_passes: int = 0
+    inputs_embedded: int = 0
+    last_batch_size: int = 0  # inputs in the most recent forward pass
+
+
+@runtime_checkable  # the registry tells embedders from engines with isinstance
+class Embedder(Protocol):
+    """What an embeddings engine offers. Heavy imports happen in ``start``, never at import time.
+
+    Inputs are token ids of the model's own tokenizer, without the special tokens the model adds around
+    each input; the attributes describing the model are known once ``start`` has loaded it.
+    """
+
+    context_window: int  # tokens per input, the special tokens included
+    dimensions: int  # length of every vector
+    vocabulary_size: int  # valid token ids are 0 .. vocabulary_size - 1
+    special_tokens: int  # tokens the model adds around every input (e.g. [CLS] and [SEP])
+    capabilities: frozenset[Capability]
+    stats: EmbedderStats
+    slots: int  # requests in flight at once; the admission queue holds the rest
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, without the special tokens."""
+        ...
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One vector per input, in order. Concurrent calls' inputs may share a forward pass."""
         ...

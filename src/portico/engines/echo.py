@@ -34,7 +34,7 @@ def split_pieces(text: str) -> list[str]:
 
 
 class EchoEngine:
-    capabilities = frozenset(Capability)
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
 
     def __init__(self, settings: ModelSettings) -> None:
         self.context_window = settings.context_window or _DEFAULT_CONTEXT_WINDOW

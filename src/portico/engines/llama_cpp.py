@@ -43,7 +43,7 @@ def bundled_gguf() -> Path:
 
 
 class LlamaCppEngine:
-    capabilities = frozenset(Capability)
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
 
     def __init__(self, settings: ModelSettings) -> None:
         self._settings = settings

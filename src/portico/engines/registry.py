@@ -6,17 +6,22 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portico.engines.base import Engine
+from portico.constants import Capability
+from portico.engines.base import Embedder, Engine
 from portico.engines.echo import EchoEngine
 from portico.engines.scheduler import AdmissionQueue
-from portico.errors import ModelNotFound
+from portico.errors import ModelNotFound, UnsupportedParameter
 from portico.settings import ModelSettings, QueueSettings
 
 
-def build_engine(settings: ModelSettings) -> Engine:
-    """The engine named in settings. llama.cpp is imported only when a model uses it."""
+def build_engine(settings: ModelSettings) -> Engine | Embedder:
+    """The engine named in settings. llama.cpp and PyTorch are imported only when a model uses them."""
     if settings.engine == "echo":
         return EchoEngine(settings)
+    if settings.engine == "sentence_transformers":
+        from portico.engines.sentence_transformers import SentenceTransformersEngine
+
+        return SentenceTransformersEngine(settings)
     from portico.engines.llama_cpp import LlamaCppEngine
 
     return LlamaCppEngine(settings)
@@ -25,7 +30,7 @@ def build_engine(settings: ModelSettings) -> Engine:
 @dataclass(slots=True)
 class ServedModel:
     settings: ModelSettings
-    engine: Engine
+    engine: Engine | Embedder
     queue: AdmissionQueue
     ready: bool = False
 
@@ -36,6 +41,27 @@ class ServedModel:
     @property
     def snapshot(self) -> str:
         return self.settings.snapshot
+
+    def generator(self, capability: Capability) -> Engine:
+        """The text engine, for a request that needs ``capability``; a 400 naming the model if it lacks it."""
+        engine = self.engine
+        if isinstance(engine, Embedder) or capability not in engine.capabilities:
+            raise self._lacks(capability)
+        return engine
+
+    def embedder(self) -> Embedder:
+        """The embeddings engine; a 400 naming the model if it makes no embeddings."""
+        if not isinstance(self.engine, Embedder):
+            raise self._lacks(Capability.EMBEDDINGS)
+        return self.engine
+
+    def _lacks(self, capability: Capability) -> UnsupportedParameter:
+        offered = ", ".join(sorted(self.engine.capabilities))
+        return UnsupportedParameter(
+            f"The model '{self.alias}' does not support {capability.value} (it supports: {offered}). "
+            "GET /v1/models lists each model's capabilities.",
+            param="model",
+        )
 
 
 class ModelRegistry:

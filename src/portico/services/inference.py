@@ -12,14 +12,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from portico.constants import Capability, FinishReason
-from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams, TokenDelta
+from portico.engines.base import ChatTurn, Engine, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import (
     ContextLengthExceeded,
     EngineUnavailable,
     GenerationTimeout,
     InvalidRequest,
-    UnsupportedParameter,
 )
 from portico.schemas.chat import ChatCompletionRequest, ChatMessage
 from portico.schemas.common import JsonObjectFormat, JsonSchemaFormat, ResponseFormat, SamplingFields
@@ -40,6 +39,7 @@ class PreparedGeneration:
     """Everything needed to run a request: one entry in ``prompts`` per prompt, ``n`` choices each."""
 
     served: ServedModel
+    engine: Engine
     prompts: list[Prompt]
     params: SamplingParams
     n: int = 1
@@ -114,45 +114,41 @@ class InferenceService:
     # -- preparation: everything that can be rejected is rejected before any work starts --------------
     def prepare_chat(self, body: ChatCompletionRequest) -> PreparedGeneration:
         served = self._registry.resolve(body.model)
-        rendered = served.engine.render_chat(_chat_turns(body.messages))
-        prompt = Prompt(rendered.text, served.engine.tokenize(rendered.text))
+        engine = served.generator(Capability.CHAT)
+        rendered = engine.render_chat(_chat_turns(body.messages))
+        prompt = Prompt(rendered.text, engine.tokenize(rendered.text))
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = self._sampling(served, body, max_tokens, [prompt], _json_constraint(body.response_format))
         params = replace(params, stop=params.stop + rendered.stop)
-        return PreparedGeneration(served, [prompt], params, self._check_n(body.n))
+        return PreparedGeneration(served, engine, [prompt], params, self._check_n(body.n))
 
     def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
         served = self._registry.resolve(body.model)
-        self._require(served, Capability.COMPLETIONS)
-        prompts = [Prompt(text, served.engine.tokenize(text)) for text in body.prompts()]
+        engine = served.generator(Capability.COMPLETIONS)
+        prompts = [Prompt(text, engine.tokenize(text)) for text in body.prompts()]
         params = self._sampling(served, body, body.max_tokens, prompts, None)
-        return PreparedGeneration(served, prompts, params, self._check_n(body.n))
+        return PreparedGeneration(served, engine, prompts, params, self._check_n(body.n))
 
     def prepare_predict(self, model: str, body: PredictRequest) -> PreparedGeneration:
         served = self._registry.resolve(model)
-        rendered = served.engine.render_chat([ChatTurn("user", body.input)])
-        prompt = Prompt(rendered.text, served.engine.tokenize(rendered.text))
+        engine = served.generator(Capability.CHAT)
+        rendered = engine.render_chat([ChatTurn("user", body.input)])
+        prompt = Prompt(rendered.text, engine.tokenize(rendered.text))
         params = self._sampling(served, body, body.max_tokens, [prompt], None)
-        return PreparedGeneration(served, [prompt], replace(params, stop=params.stop + rendered.stop))
+        return PreparedGeneration(served, engine, [prompt], replace(params, stop=params.stop + rendered.stop))
 
     def count_tokens(self, body: TokenizeRequest) -> tuple[ServedModel, int]:
         served = self._registry.resolve(body.model)
+        engine = served.generator(Capability.TOKENIZE)
+        text = body.prompt or ""
         if body.messages is not None:
-            text = served.engine.render_chat(_chat_turns(body.messages)).text
-        else:
-            text = body.prompt or ""
-        return served, len(served.engine.tokenize(text))
+            text = engine.render_chat(_chat_turns(body.messages)).text
+        return served, len(engine.tokenize(text))
 
     def _check_n(self, n: int) -> int:
         if n > self._max_n:
             raise InvalidRequest(f"n must be at most {self._max_n} on this server; got {n}.", param="n")
         return n
-
-    def _require(self, served: ServedModel, capability: Capability) -> None:
-        if capability not in served.engine.capabilities:
-            raise UnsupportedParameter(
-                f"The model '{served.alias}' does not support {capability.value}.", param="model"
-            )
 
     def _sampling(
         self,
@@ -163,7 +159,7 @@ class InferenceService:
         json_schema: dict[str, Any] | None,
     ) -> SamplingParams:
         if json_schema is not None:
-            self._require(served, Capability.JSON_MODE)
+            served.generator(Capability.JSON_MODE)  # a 400 unless the engine can enforce JSON output
         window = served.engine.context_window
         longest = max(len(p.tokens) for p in prompts)
         if max_tokens is None:
@@ -219,7 +215,7 @@ class InferenceService:
         for number, prompt in enumerate(prepared.prompts):
             first_index = number * prepared.n
             request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n)
-            generation = prepared.served.engine.generate(request)
+            generation = prepared.engine.generate(request)
             try:
                 async for event in generation:
                     if isinstance(event, TokenDelta):

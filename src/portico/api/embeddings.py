@@ -1,0 +1,38 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from portico.api.deps import EmbeddingsDep, require_json
+from portico.api.disconnect import cancel_on_disconnect
+from portico.api.responses import error_responses, json_response
+from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
+
+router = APIRouter(tags=["embeddings"], dependencies=[Depends(require_json)])
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+@router.post("/v1/embeddings", response_model=EmbeddingList, responses=error_responses(400, 404, 413, 415, 500, 503))
+async def create_embeddings(body: EmbeddingRequest, request: Request, service: EmbeddingsDep) -> Response:
+    prepared = service.prepare(body)
+    vectors = await cancel_on_disconnect(request, service.embed(prepared))
+    as_base64 = body.encoding_format == "base64"
+    return json_response(
+        EmbeddingList(
+            data=[
+                Embedding(index=i, embedding=_base64(vector) if as_base64 else vector)
+                for i, vector in enumerate(vectors)
+            ],
+            model=prepared.served.snapshot,
+            usage=EmbeddingUsage(prompt_tokens=prepared.prompt_tokens, total_tokens=prepared.prompt_tokens),
+        )
+    )
