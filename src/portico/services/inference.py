@@ -120,14 +120,14 @@ class InferenceService:
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = self._sampling(served, body, max_tokens, [prompt], _json_constraint(body.response_format))
         params = replace(params, stop=params.stop + rendered.stop)
-        return PreparedGeneration(served, engine, [prompt], params, self._check_n(body.n))
+        return PreparedGeneration(served, engine, [prompt], params, self._check_n(served, body.n))
 
     def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
         served = self._registry.resolve(body.model)
         engine = served.generator(Capability.COMPLETIONS)
         prompts = [Prompt(text, engine.tokenize(text)) for text in body.prompts()]
         params = self._sampling(served, body, body.max_tokens, prompts, None)
-        return PreparedGeneration(served, engine, prompts, params, self._check_n(body.n))
+        return PreparedGeneration(served, engine, prompts, params, self._check_n(served, body.n))
 
     def prepare_predict(self, model: str, body: PredictRequest) -> PreparedGeneration:
         served = self._registry.resolve(model)
@@ -145,9 +145,11 @@ class InferenceService:
             text = engine.render_chat(_chat_turns(body.messages)).text
         return served, len(engine.tokenize(text))
 
-    def _check_n(self, n: int) -> int:
-        if n > self._max_n:
-            raise InvalidRequest(f"n must be at most {self._max_n} on this server; got {n}.", param="n")
+    def _check_n(self, served: ServedModel, n: int) -> int:
+        # Each choice decodes in its own engine slot, all at once.
+        limit = min(self._max_n, served.engine.slots)
+        if n > limit:
+            raise InvalidRequest(f"n must be at most {limit} for this model; got {n}.", param="n")
         return n
 
     def _sampling(
