@@ -80,14 +80,47 @@ class _Failure:
 GenerationEvent = TokenDelta | ChoiceFinished
 
 
+class Outbox:
+    """Events a producer thread made in one decode step, handed to their event loops in one wake-up each.
+
+    Waking the event loop once per token (eight times a step with eight streams) takes CPU from the decode
+    threads at every token; once per step is enough, since the step's tokens are all made at the same moment.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Generation, GenerationEvent | _End | _Failure]] = []
+
+    def add(self, generation: Generation, item: GenerationEvent | _End | _Failure) -> None:
+        self._items.append((generation, item))
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, GenerationEvent | _End | _Failure]]] = {}
+        for generation, item in items:
+            by_loop.setdefault(generation.loop, []).append((generation, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                for generation, _ in batch:
+                    generation.cancel()
+
+
+def _deliver(batch: list[tuple[Generation, GenerationEvent | _End | _Failure]]) -> None:
+    for generation, item in batch:
+        generation.deliver(item)
+
+
 class Generation:
     """One request's output: interleaved deltas of its choices, each choice's end, then the end of all.
 
-    Producer methods are thread-safe; iteration happens on the event loop.
+    Producer methods are thread-safe; iteration happens on the event loop. With an ``outbox`` the producer's
+    events wait there until the producer flushes it (once per decode step).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox | None = None) -> None:
+        self.loop = loop
+        self._outbox = outbox
         self._items: asyncio.Queue[GenerationEvent | _End | _Failure] = asyncio.Queue()
         self._cancelled = threading.Event()
         self._closed = False
@@ -113,10 +146,17 @@ class Generation:
         self._put(_Failure(error))
 
     def _put(self, item: GenerationEvent | _End | _Failure) -> None:
+        if self._outbox is not None:
+            self._outbox.add(self, item)
+            return
         try:
-            self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._items.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self._cancelled.set()
+
+    def deliver(self, item: GenerationEvent | _End | _Failure) -> None:
+        """Event-loop side of a flushed outbox."""
+        self._items.put_nowait(item)
 
     # -- consumer side (event loop) ------------------------------------------------------------------
     def cancel(self) -> None:

@@ -6,9 +6,9 @@ each sequence that asked for logits with its own sampler chain (temperature, top
 grammar). Requests join between steps and leave the step they finish or are cancelled.
 
 Slots are llama.cpp sequence ids. A finished sequence's KV cells stay in its slot as a prefix cache: a new
-prompt that begins with tokens cached in any slot copies those cells (``seq_cp``) instead of recomputing
-them, which is what ``cached_tokens`` reports. ``n > 1`` prefills the prompt once and copies its cells
-into the other choices' slots.
+prompt that begins with tokens cached in a free slot continues from them instead of recomputing them (and a
+long prefix cached in another slot is copied over), which is what ``cached_tokens`` reports. ``n > 1``
+prefills the prompt once and copies its cells into the other choices' slots.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portico.constants import FinishReason
-from portico.engines.base import EngineStats, Generation, GenerationRequest, SamplingParams
+from portico.engines.base import EngineStats, Generation, GenerationRequest, Outbox, SamplingParams
 from portico.engines.grammar import json_grammar
 from portico.engines.stops import StopFilter
 from portico.errors import EngineError
@@ -34,6 +34,8 @@ logger = logging.getLogger("portico.engine")
 TOP_K = 40
 MIN_P = 0.05
 PENALTY_LAST_N = 64
+# Prompt tokens a copy from another slot must save before it beats recomputing them (see _place).
+COPY_MIN_GAIN = 256
 
 
 @dataclass(eq=False)
@@ -116,6 +118,7 @@ class DecodeLoop:
         self._waiting: deque[_Request] = deque()
         self._running: list[_Request] = []
         self._steps = 0
+        self.outbox = Outbox()
         self._thread = threading.Thread(target=self._run, name="llama-decode-loop", daemon=True)
 
     # -- control (any thread) ------------------------------------------------------------------------
@@ -139,7 +142,9 @@ class DecodeLoop:
             except Exception as exc:  # a failed decode fails its requests, never the loop
                 logger.exception("decode step failed")
                 self._fail_running(exc)
+            self.outbox.flush()
         self._abort_all()
+        self.outbox.flush()
 
     def _receive(self, *, block: bool) -> bool:
         """Move submitted requests to the waiting line (blocking when idle); False once ``stop`` was called."""
@@ -177,21 +182,28 @@ class DecodeLoop:
             self._stats.busy_slots = sum(slot.busy for slot in self._slots)
 
     def _place(self, request: _Request, free: list[_Slot]) -> None:
-        """Give the request its slots, reusing the longest cached prefix of its prompt from any slot."""
+        """Give the request its slots, reusing the longest cached prefix of its prompt.
+
+        The free slot whose cache shares most with the prompt is reused in place. A longer prefix held by
+        another slot is copied over only when it saves at least ``COPY_MIN_GAIN`` tokens: llama.cpp copies a
+        whole KV stream across slots, which costs more than recomputing a short prefix.
+        """
         prompt = request.prompt
-        source, reuse = self._longest_cached_prefix(prompt)
         # The last prompt token is always decoded again: its logits give the first sampled token.
-        reuse = min(reuse, len(prompt) - 1)
-        free.sort(key=lambda slot: slot.last_used)
-        primary = source if source is not None and not source.busy else free[0]
-        slots = [primary, *[slot for slot in free if slot is not primary][: request.request.n - 1]]
-        for slot in slots:
-            if slot is not source:
-                self._forget(slot, keep=0)
-        if primary is source:
+        usable = len(prompt) - 1
+        primary = max(free, key=lambda slot: (_common_prefix(slot.cached, prompt), -slot.last_used))
+        reuse = min(_common_prefix(primary.cached, prompt), usable)
+        source = max(self._slots, key=lambda slot: _common_prefix(slot.cached, prompt))
+        better = min(_common_prefix(source.cached, prompt), usable)
+        if source is not primary and better - reuse >= COPY_MIN_GAIN:
+            self._copy_sequence(source, primary, length=better)
+            reuse = better
+        else:
             self._forget(primary, keep=reuse)
-        elif source is not None and reuse > 0:
-            self._copy_sequence(source, primary, length=reuse)
+        others = sorted((slot for slot in free if slot is not primary), key=lambda slot: slot.last_used)
+        slots = [primary, *others[: request.request.n - 1]]
+        for slot in slots[1:]:
+            self._forget(slot, keep=0)
         request.fed = reuse
         request.generation.cached_tokens = reuse
         params = request.request.params
@@ -207,12 +219,6 @@ class DecodeLoop:
                     decoder=codecs.getincrementaldecoder("utf-8")("replace"),
                 )
             )
-
-    def _longest_cached_prefix(self, prompt: list[int]) -> tuple[_Slot | None, int]:
-        """The slot holding the longest prefix of ``prompt`` (a free one when there is a tie)."""
-        best = max(self._slots, key=lambda slot: (_common_prefix(slot.cached, prompt), not slot.busy))
-        length = _common_prefix(best.cached, prompt)
-        return (best, length) if length else (None, 0)
 
     def _copy_sequence(self, source: _Slot, target: _Slot, *, length: int | None = None) -> None:
         """Give ``target`` the KV cells of ``source`` (its first ``length`` tokens).

@@ -122,7 +122,7 @@ class LlamaCppEngine:
     def generate(self, request: GenerationRequest) -> Generation:
         if self._loop is None:
             raise EngineUnavailable("The model is not loaded (the server is starting or stopping). Retry shortly.")
-        generation = Generation(asyncio.get_running_loop())
+        generation = Generation(asyncio.get_running_loop(), self._loop.outbox)
         self._loop.submit(request, generation)
         return generation
 
