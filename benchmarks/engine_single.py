@@ -9,9 +9,13 @@ What is measured, for one request at a time and the bundled SmolLM2-135M Q4_1 mo
 - **raw llama-cpp-python**: the same file loaded in this process with the server's context window (its
   ``max_model_len`` from ``/v1/tokenize``) and thread count, the same chat prompt (the GGUF's
   ``tokenizer.chat_template`` through ``Jinja2ChatFormatter``, as the engine renders it) and the engine's
-  sampling at temperature 0 (greedy; top_k 40, top_p 1, min_p 0.05 passed as the engine does).
+  sampling at temperature 0 (greedy; top_k 40, top_p 1, min_p 0.05 passed as the engine does), with flash
+  attention on as in the engine's llama.cpp context (``--flash-attn off`` for llama-cpp-python's default).
   ``llama.generate`` is iterated for exactly as many tokens as the server produced, ignoring
-  end-of-generation, so both arms do the same work. TTFT is the time to the first token.
+  end-of-generation. TTFT is the time to the first token.
+
+Both arms must do the same work: the script warns when their prompts (token counts) or their generated texts
+differ, e.g. because the engine's llama.cpp context settings changed.
 
 Per arm: decode tokens/s = (tokens - 1) / (last - first token time); end-to-end tokens/s = tokens / total time.
 Each arm is warmed up once, then run ``--runs`` times; the table shows medians. The arms never overlap: the
@@ -51,12 +55,22 @@ from portico.settings import default_models
 
 MODEL = "smollm2"
 MESSAGES = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
-# The embedded engine's fixed sampler settings (see portico.engines.llama_cpp).
+# The embedded engine's fixed sampler settings (see portico.engines).
 TOP_K, MIN_P = 40, 0.05
 TARGET_RATIO = 0.90
 PORTICO = Path(sys.executable).with_name("portico")
+COLUMNS = ["arm", "tokens generated", "TTFT p50 (ms)", "decode tokens/s (p50)", "end-to-end tokens/s (p50)"]
 
 console = Console(soft_wrap=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    model_path: Path
+    threads: int
+    max_tokens: int
+    runs: int
+    flash_attn: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,7 @@ class Sample:
     tokens: int
     first_s: float
     last_s: float
+    text: str
 
     @property
     def decode_tps(self) -> float:
@@ -100,9 +115,6 @@ class ArmResult:
         ]
 
 
-COLUMNS = ["arm", "tokens generated", "TTFT p50 (ms)", "decode tokens/s (p50)", "end-to-end tokens/s (p50)"]
-
-
 # -- Portico over HTTP ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -111,24 +123,23 @@ def free_port() -> int:
         return port
 
 
-def server_environment(model_path: Path, threads: int) -> dict[str, str]:
+def server_environment(setup: Setup) -> dict[str, str]:
     """One llama_cpp model under the default snapshot, pinned to the raw arm's file and thread count."""
     model = {
         "alias": MODEL,
         "snapshot": default_models()[0].snapshot,
         "engine": "llama_cpp",
-        "path": str(model_path),
-        "threads": threads,
+        "path": str(setup.model_path),
+        "threads": setup.threads,
     }
     return {**os.environ, "PORTICO_LOG_LEVEL": "warning", "PORTICO_MODELS": json.dumps([model])}
 
 
 @contextmanager
-def running_server(model_path: Path, threads: int) -> Iterator[httpx.Client]:
+def running_server(setup: Setup) -> Iterator[httpx.Client]:
     """A ``portico serve`` subprocess that is ready for requests; stopped with SIGTERM on the way out."""
     port = free_port()
-    command = [str(PORTICO), "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env=server_environment(model_path, threads))
+    process = subprocess.Popen([str(PORTICO), "serve", "--port", str(port)], env=server_environment(setup))
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False) as client:
             wait_until_ready(client, process)
@@ -173,6 +184,7 @@ def stream_chat(client: httpx.Client, max_tokens: int) -> Sample:
         "stream_options": {"include_usage": True},
     }
     first = last = 0.0
+    parts: list[str] = []
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     start = time.perf_counter()
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -182,16 +194,17 @@ def stream_chat(client: httpx.Client, max_tokens: int) -> Sample:
                 continue
             chunk = json.loads(line.removeprefix("data: "))
             usage = chunk.get("usage") or usage
-            if any(choice["delta"].get("content") for choice in chunk["choices"]):
+            if content := "".join(choice["delta"].get("content") or "" for choice in chunk["choices"]):
                 last = time.perf_counter() - start
                 first = first or last
-    return Sample(usage["prompt_tokens"], usage["completion_tokens"], first, last)
+                parts.append(content)
+    return Sample(usage["prompt_tokens"], usage["completion_tokens"], first, last, "".join(parts))
 
 
-def measure_portico(model_path: Path, threads: int, max_tokens: int, runs: int) -> ArmResult:
-    with running_server(model_path, threads) as client:
-        stream_chat(client, max_tokens)  # warm-up
-        samples = [stream_chat(client, max_tokens) for _ in range(runs)]
+def measure_portico(setup: Setup) -> ArmResult:
+    with running_server(setup) as client:
+        stream_chat(client, setup.max_tokens)  # warm-up
+        samples = [stream_chat(client, setup.max_tokens) for _ in range(setup.runs)]
         context_window = served_context_window(client)
     if len({sample.tokens for sample in samples}) != 1:
         raise SystemExit(f"the server produced different token counts at temperature 0: {samples}")
@@ -216,33 +229,51 @@ def chat_prompt_tokens(llama: Any) -> list[int]:
 
 def generate_raw(llama: Any, prompt: Sequence[int], count: int) -> Sample:
     first = last = 0.0
-    produced = 0
+    produced: list[int] = []
     start = time.perf_counter()
     tokens = llama.generate(prompt, top_k=TOP_K, top_p=1.0, min_p=MIN_P, temp=0.0)
-    for _ in tokens:
-        produced += 1
+    for token in tokens:
+        produced.append(token)
         last = time.perf_counter() - start
         first = first or last
-        if produced == count:  # stop like the engine does at max_tokens: without decoding one more token
+        if len(produced) == count:  # stop like the engine does at max_tokens: without decoding one more token
             break
     tokens.close()
-    return Sample(len(prompt), produced, first, last)
+    text = llama.detokenize(produced).decode(errors="replace")
+    return Sample(len(prompt), len(produced), first, last, text)
 
 
-def measure_raw(model_path: Path, threads: int, n_ctx: int, count: int, runs: int) -> ArmResult:
+def measure_raw(setup: Setup, n_ctx: int, count: int) -> ArmResult:
     import llama_cpp
 
-    llama = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+    llama = llama_cpp.Llama(
+        model_path=str(setup.model_path),
+        n_ctx=n_ctx,
+        n_threads=setup.threads,
+        flash_attn=setup.flash_attn,
+        verbose=False,
+    )
     try:
         prompt = chat_prompt_tokens(llama)
         generate_raw(llama, prompt, count)  # warm-up
-        samples = [generate_raw(llama, prompt, count) for _ in range(runs)]
+        samples = [generate_raw(llama, prompt, count) for _ in range(setup.runs)]
     finally:
         llama.close()
     return ArmResult("raw llama-cpp-python", samples, n_ctx)
 
 
 # -- report --------------------------------------------------------------------------------------------
+def different_work(raw: Sample, served: Sample) -> list[str]:
+    """Why the two arms did not do the same work, if they did not."""
+    problems = []
+    if raw.prompt_tokens != served.prompt_tokens:
+        problems.append(f"prompts differ: raw {raw.prompt_tokens} tokens, server {served.prompt_tokens}")
+    if raw.text != served.text:
+        at = next((i for i, (a, b) in enumerate(zip(raw.text, served.text, strict=False)) if a != b), None)
+        problems.append(f"generated texts differ (from character {at}); check --flash-attn")
+    return problems
+
+
 def print_rich(rows: list[list[str]]) -> None:
     table = Table(title="Single stream, SmolLM2-135M Q4_1 (medians)")
     for index, column in enumerate(COLUMNS):
@@ -259,29 +290,29 @@ def print_markdown(rows: list[list[str]]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> tuple[Setup, bool]:
     parser = argparse.ArgumentParser(description="Single stream: Portico HTTP vs raw llama-cpp-python.")
     parser.add_argument("--tokens", type=int, default=256, help="max_tokens per request (default: 256)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per arm after one warm-up (default: 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="decode threads (default: all cores)")
+    parser.add_argument(
+        "--flash-attn", choices=["on", "off"], default="on", help="flash attention in the raw arm (default: on)"
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for the docs)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    return Setup(bundled_gguf(), args.threads, args.tokens, args.runs, args.flash_attn == "on"), args.markdown
 
 
 def main() -> None:
-    args = parse_args()
-    model_path = bundled_gguf()
-    console.print(f"model {model_path.name}, threads {args.threads}, runs {args.runs}", style="dim")
+    setup, markdown = parse_args()
+    console.print(f"model {setup.model_path.name}, threads {setup.threads}, runs {setup.runs}", style="dim")
     load_before = os.getloadavg()[0]
-    portico = measure_portico(model_path, args.threads, args.tokens, args.runs)
-    raw = measure_raw(model_path, args.threads, portico.context_window, portico.samples[0].tokens, args.runs)
-    if raw.samples[0].prompt_tokens != portico.samples[0].prompt_tokens:
-        console.print(
-            f"[red]prompts differ: raw {raw.samples[0].prompt_tokens} tokens, "
-            f"server {portico.samples[0].prompt_tokens}[/red]"
-        )
+    portico = measure_portico(setup)
+    raw = measure_raw(setup, portico.context_window, portico.samples[0].tokens)
+    for problem in different_work(raw.samples[0], portico.samples[0]):
+        console.print(f"[red]warning: {problem}[/red]")
     rows = [raw.row(), portico.row()]
-    if args.markdown:
+    if markdown:
         print_markdown(rows)
     else:
         print_rich(rows)
