@@ -21,8 +21,6 @@ import asyncio
 import itertools
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from portico.engines.llama_cpp import bundled_gguf
+from processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work"
@@ -82,13 +81,6 @@ class LevelResult:
         return 1000 * statistics.median(gaps) if gaps else float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running(command: list[str], base_url: str, ready_path: str, env: dict[str, str] | None = None) -> Iterator[str]:
     log = (WORK / f"{Path(command[0]).name}-{int(time.time())}.log").open("w")
@@ -108,11 +100,7 @@ def running(command: list[str], base_url: str, ready_path: str, env: dict[str, s
             time.sleep(0.25)
         yield base_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

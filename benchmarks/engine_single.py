@@ -34,8 +34,6 @@ import argparse
 import functools
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ from rich.table import Table
 
 from portico.engines.llama_cpp import bundled_gguf
 from portico.settings import default_models
+from processes import free_port, stop
 
 MODEL = "smollm2"
 MESSAGES = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
@@ -116,13 +115,6 @@ class ArmResult:
 
 
 # -- Portico over HTTP ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_environment(setup: Setup) -> dict[str, str]:
     """One llama_cpp model under the default snapshot, pinned to the raw arm's file and thread count."""
     model = {
@@ -145,12 +137,7 @@ def running_server(setup: Setup) -> Iterator[httpx.Client]:
             wait_until_ready(client, process)
             yield client
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def wait_until_ready(client: httpx.Client, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
