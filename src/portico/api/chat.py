@@ -28,7 +28,7 @@ router = APIRouter(tags=["chat"], dependencies=[Depends(require_json)])
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, service: InferenceDep, settings: SettingsDep
 ) -> Response:
-    prepared = service.prepare_chat(body)
+    prepared = await service.prepare_chat(body)
     completion_id = new_id(PREFIX_CHAT_COMPLETION)
     created = int(time.time())
     model = prepared.served.snapshot

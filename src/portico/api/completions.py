@@ -28,7 +28,7 @@ router = APIRouter(tags=["completions"], dependencies=[Depends(require_json)])
 async def create_completion(
     body: CompletionRequest, request: Request, service: InferenceDep, settings: SettingsDep
 ) -> Response:
-    prepared = service.prepare_completion(body)
+    prepared = await service.prepare_completion(body)
     completion_id = new_id(PREFIX_COMPLETION)
     created = int(time.time())
     model = prepared.served.snapshot

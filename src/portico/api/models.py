@@ -46,7 +46,7 @@ async def get_model(model: str, registry: RegistryDep) -> Response:
 )
 async def predict(model: str, body: PredictRequest, request: Request, service: InferenceDep) -> Response:
     """One input string in, one output string out: for clients that do not speak chat."""
-    prepared = service.prepare_predict(model, body)
+    prepared = await service.prepare_predict(model, body)
     result = await cancel_on_disconnect(request, service.complete(prepared))
     (choice,) = result.choices
     return json_response(

@@ -14,7 +14,7 @@ router = APIRouter(tags=["tokenize"], dependencies=[Depends(require_json)])
 
 @router.post("/v1/tokenize", response_model=TokenizeResponse, responses=error_responses(400, 404, 413, 415))
 async def tokenize(body: TokenizeRequest, service: InferenceDep) -> Response:
-    served, count = service.count_tokens(body)
+    served, count = await service.count_tokens(body)
     return json_response(
         TokenizeResponse(model=served.snapshot, count=count, max_model_len=served.engine.context_window)
     )

@@ -91,6 +91,10 @@ class UsageReport:
 
 StreamEvent = ChoiceDelta | ChoiceEnd | UsageReport
 
+# Texts up to this many characters (a few thousand tokens, about 5 ms) are tokenized inline: a thread hop
+# costs more than it saves for the prompts most requests carry.
+_INLINE_TOKENIZE_CHARS = 16_384
+
 
 def _json_constraint(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     if isinstance(response_format, JsonObjectFormat):
@@ -98,6 +102,20 @@ def _json_constraint(response_format: ResponseFormat | None) -> dict[str, Any] |
     if isinstance(response_format, JsonSchemaFormat):
         return response_format.json_schema.schema_ or {}
     return None
+
+
+async def _prompt(engine: Engine, text: str) -> Prompt:
+    """``text`` and its tokens. A long text is tokenized on a worker thread (llama.cpp's tokenizer releases the
+    GIL): 4 MB takes about 2 s, which would otherwise stall every open stream on the event loop."""
+    if len(text) <= _INLINE_TOKENIZE_CHARS:
+        return Prompt(text, engine.tokenize(text))
+    return Prompt(text, await asyncio.to_thread(engine.tokenize, text))
+
+
+async def _chat_prompt(engine: Engine, turns: Sequence[ChatTurn]) -> tuple[Prompt, tuple[str, ...]]:
+    """The chat rendered through the model's template, tokenized, and the stop strings the template implies."""
+    rendered = engine.render_chat(turns)
+    return await _prompt(engine, rendered.text), rendered.stop
 
 
 def _chat_turns(messages: Sequence[ChatMessage]) -> list[ChatTurn]:
@@ -112,38 +130,37 @@ class InferenceService:
         self._max_n = settings.max_n
 
     # -- preparation: everything that can be rejected is rejected before any work starts --------------
-    def prepare_chat(self, body: ChatCompletionRequest) -> PreparedGeneration:
+    async def prepare_chat(self, body: ChatCompletionRequest) -> PreparedGeneration:
         served = self._registry.resolve(body.model)
         engine = served.generator(Capability.CHAT)
-        rendered = engine.render_chat(_chat_turns(body.messages))
-        prompt = Prompt(rendered.text, engine.tokenize(rendered.text))
+        prompt, template_stops = await _chat_prompt(engine, _chat_turns(body.messages))
         max_tokens = body.max_completion_tokens or body.max_tokens
         params = self._sampling(served, body, max_tokens, [prompt], _json_constraint(body.response_format))
-        params = replace(params, stop=params.stop + rendered.stop)
+        params = replace(params, stop=params.stop + template_stops)
         return PreparedGeneration(served, engine, [prompt], params, self._check_n(served, body.n))
 
-    def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
+    async def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
         served = self._registry.resolve(body.model)
         engine = served.generator(Capability.COMPLETIONS)
-        prompts = [Prompt(text, engine.tokenize(text)) for text in body.prompts()]
+        prompts = [await _prompt(engine, text) for text in body.prompts()]
         params = self._sampling(served, body, body.max_tokens, prompts, None)
         return PreparedGeneration(served, engine, prompts, params, self._check_n(served, body.n))
 
-    def prepare_predict(self, model: str, body: PredictRequest) -> PreparedGeneration:
+    async def prepare_predict(self, model: str, body: PredictRequest) -> PreparedGeneration:
         served = self._registry.resolve(model)
         engine = served.generator(Capability.CHAT)
-        rendered = engine.render_chat([ChatTurn("user", body.input)])
-        prompt = Prompt(rendered.text, engine.tokenize(rendered.text))
+        prompt, template_stops = await _chat_prompt(engine, [ChatTurn("user", body.input)])
         params = self._sampling(served, body, body.max_tokens, [prompt], None)
-        return PreparedGeneration(served, engine, [prompt], replace(params, stop=params.stop + rendered.stop))
+        return PreparedGeneration(served, engine, [prompt], replace(params, stop=params.stop + template_stops))
 
-    def count_tokens(self, body: TokenizeRequest) -> tuple[ServedModel, int]:
+    async def count_tokens(self, body: TokenizeRequest) -> tuple[ServedModel, int]:
         served = self._registry.resolve(body.model)
         engine = served.generator(Capability.TOKENIZE)
-        text = body.prompt or ""
         if body.messages is not None:
-            text = engine.render_chat(_chat_turns(body.messages)).text
-        return served, len(engine.tokenize(text))
+            prompt, _ = await _chat_prompt(engine, _chat_turns(body.messages))
+        else:
+            prompt = await _prompt(engine, body.prompt or "")
+        return served, len(prompt.tokens)
 
     def _check_n(self, served: ServedModel, n: int) -> int:
         # Each choice decodes in its own engine slot, all at once.
