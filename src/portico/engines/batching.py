@@ -63,10 +63,14 @@ class _Request:
     request: GenerationRequest
     generation: Generation
     choices: list[_Choice] = field(default_factory=list)
-    fed: int = 0  # prompt tokens already in the primary slot's KV cells
 
     def __post_init__(self) -> None:
         self.prompt = list(self.request.prompt_tokens)
+
+    @property
+    def fed(self) -> int:
+        """Prompt tokens already in the primary slot's KV cells (reused or prefilled)."""
+        return min(len(self.primary.cached), len(self.prompt))
 
     @property
     def primary(self) -> _Slot:
@@ -191,10 +195,10 @@ class DecodeLoop:
         prompt = request.prompt
         # The last prompt token is always decoded again: its logits give the first sampled token.
         usable = len(prompt) - 1
-        primary = max(free, key=lambda slot: (_common_prefix(slot.cached, prompt), -slot.last_used))
-        reuse = min(_common_prefix(primary.cached, prompt), usable)
-        source = max(self._slots, key=lambda slot: _common_prefix(slot.cached, prompt))
-        better = min(_common_prefix(source.cached, prompt), usable)
+        shared = {slot.seq_id: min(_common_prefix(slot.cached, prompt), usable) for slot in self._slots}
+        primary = max(free, key=lambda slot: (shared[slot.seq_id], -slot.last_used))
+        source = max(self._slots, key=lambda slot: shared[slot.seq_id])
+        reuse, better = shared[primary.seq_id], shared[source.seq_id]
         if source is not primary and better - reuse >= COPY_MIN_GAIN:
             self._copy_sequence(source, primary, length=better)
             reuse = better
@@ -204,7 +208,6 @@ class DecodeLoop:
         slots = [primary, *others[: request.request.n - 1]]
         for slot in slots[1:]:
             self._forget(slot, keep=0)
-        request.fed = reuse
         request.generation.cached_tokens = reuse
         params = request.request.params
         for index, slot in enumerate(slots):
@@ -264,15 +267,15 @@ class DecodeLoop:
         ]
         budget = self._n_batch - len(entries)
         for request in self._running:
-            prompt = request.prompt
-            if request.fed >= len(prompt) or budget <= 0:
+            prompt, fed = request.prompt, request.fed
+            if fed >= len(prompt) or budget <= 0:
                 continue
-            chunk = prompt[request.fed : request.fed + min(budget, self._prefill_chunk)]
-            last = request.fed + len(chunk) == len(prompt)
+            chunk = prompt[fed : fed + min(budget, self._prefill_chunk)]
+            last = fed + len(chunk) == len(prompt)
             slot = request.primary
             for offset, token in enumerate(chunk):
                 is_last = last and offset == len(chunk) - 1
-                entries.append(_Entry(token, request.fed + offset, slot.seq_id, is_last, request if is_last else None))
+                entries.append(_Entry(token, fed + offset, slot.seq_id, is_last, request if is_last else None))
             budget -= len(chunk)
         return entries
 
@@ -295,8 +298,6 @@ class DecodeLoop:
             slot.cached.append(entry.token)
             if isinstance(entry.reader, _Choice):
                 entry.reader.next_token = None
-        for request in self._running:
-            request.fed = max(request.fed, len(request.primary.cached))
 
     def _sample(self, entries: list[_Entry]) -> None:
         for position, entry in enumerate(entries):
@@ -362,10 +363,12 @@ class DecodeLoop:
                 if choice.sampler is not None:
                     self._end_choice(choice, FinishReason.CANCELLED)
                     # Keep the prompt's cells for reuse; what it generated is unlikely to be asked again.
-                    self._forget(choice.slot, keep=min(len(request.prompt), len(choice.slot.cached)))
+                    self._forget(choice.slot, keep=len(request.prompt))
         for request in [r for r in self._waiting if r.generation.cancelled]:
             self._waiting.remove(request)
             self._end_unplaced(request)
+        # Before admission reuses their slots: a request in ``_running`` always owns its slots.
+        self._retire_finished()
 
     def _end_unplaced(self, request: _Request) -> None:
         for index in range(request.request.n):
