@@ -22,6 +22,10 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
 OWNED_BY = "portico"
 
+# Texts up to this many characters (a few thousand tokens, milliseconds of work) are tokenized on the event
+# loop; longer ones on a worker thread, so a multi-megabyte prompt (about 2 s for 4 MB) stalls no other request.
+INLINE_TOKENIZE_CHARS = 16_384
+
 
 def new_id(prefix: str) -> str:
     """A fresh prefixed identifier, e.g. ``chatcmpl-4f1c...``; 96 random bits, URL-safe."""

@@ -23,7 +23,7 @@ def _base64(vector: list[float]) -> str:
 
 @router.post("/v1/embeddings", response_model=EmbeddingList, responses=error_responses(400, 404, 413, 415, 500, 503))
 async def create_embeddings(body: EmbeddingRequest, request: Request, service: EmbeddingsDep) -> Response:
-    prepared = service.prepare(body)
+    prepared = await service.prepare(body)
     vectors = await cancel_on_disconnect(request, service.embed(prepared))
     as_base64 = body.encoding_format == "base64"
     return json_response(

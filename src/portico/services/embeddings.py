@@ -6,9 +6,11 @@ model would have to truncate is rejected instead; nothing is silently cut.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from portico.constants import INLINE_TOKENIZE_CHARS
 from portico.engines.base import Embedder
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
@@ -31,7 +33,7 @@ class EmbeddingService:
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry
 
-    def prepare(self, body: EmbeddingRequest) -> PreparedEmbedding:
+    async def prepare(self, body: EmbeddingRequest) -> PreparedEmbedding:
         served = self._registry.resolve(body.model)
         embedder = served.embedder()
         if body.dimensions is not None and body.dimensions != embedder.dimensions:
@@ -44,7 +46,7 @@ class EmbeddingService:
         for number, item in enumerate(sent):
             if not isinstance(item, str):
                 _check_vocabulary(embedder, item, _param(number, len(sent)))
-        inputs = _token_ids(embedder, sent)
+        inputs = await _token_ids(embedder, sent)
         for number, tokens in enumerate(inputs):
             length = len(tokens) + embedder.special_tokens
             if length > embedder.context_window:
@@ -59,10 +61,14 @@ class EmbeddingService:
             return await prepared.embedder.embed(prepared.inputs)
 
 
-def _token_ids(embedder: Embedder, inputs: Sequence[str | list[int]]) -> list[list[int]]:
-    """Token ids for every input: texts are tokenized together (one tokenizer call), ids are kept as sent."""
+async def _token_ids(embedder: Embedder, inputs: Sequence[str | list[int]]) -> list[list[int]]:
+    """Token ids for every input: texts are tokenized together (one tokenizer call, on a worker thread when
+    they are long), ids are kept as sent."""
     texts = [item for item in inputs if isinstance(item, str)]
-    tokenized = iter(embedder.tokenize(texts) if texts else [])
+    if sum(map(len, texts)) > INLINE_TOKENIZE_CHARS:
+        tokenized = iter(await asyncio.to_thread(embedder.tokenize, texts))
+    else:
+        tokenized = iter(embedder.tokenize(texts) if texts else [])
     return [next(tokenized) if isinstance(item, str) else item for item in inputs]
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from portico.constants import Capability, FinishReason
+from portico.constants import INLINE_TOKENIZE_CHARS, Capability, FinishReason
 from portico.engines.base import ChatTurn, Engine, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import (
@@ -91,10 +91,6 @@ class UsageReport:
 
 StreamEvent = ChoiceDelta | ChoiceEnd | UsageReport
 
-# Texts up to this many characters (a few thousand tokens, about 5 ms) are tokenized inline: a thread hop
-# costs more than it saves for the prompts most requests carry.
-_INLINE_TOKENIZE_CHARS = 16_384
-
 
 def _json_constraint(response_format: ResponseFormat | None) -> dict[str, Any] | None:
     if isinstance(response_format, JsonObjectFormat):
@@ -105,9 +101,9 @@ def _json_constraint(response_format: ResponseFormat | None) -> dict[str, Any] |
 
 
 async def _prompt(engine: Engine, text: str) -> Prompt:
-    """``text`` and its tokens. A long text is tokenized on a worker thread (llama.cpp's tokenizer releases the
-    GIL): 4 MB takes about 2 s, which would otherwise stall every open stream on the event loop."""
-    if len(text) <= _INLINE_TOKENIZE_CHARS:
+    """``text`` and its tokens; a long text is tokenized on a worker thread (llama.cpp's tokenizer releases
+    the GIL)."""
+    if len(text) <= INLINE_TOKENIZE_CHARS:
         return Prompt(text, engine.tokenize(text))
     return Prompt(text, await asyncio.to_thread(engine.tokenize, text))
 
