@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -16,8 +16,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from portico.app import create_app
+from portico.constants import Scope
 from portico.engines.registry import ModelRegistry
-from portico.settings import EchoSettings, ModelSettings, Settings
+from portico.services.admin import AdminService
+from portico.settings import AuthSettings, EchoSettings, ModelSettings, Settings
 
 ECHO_ALIAS = "echo"
 ECHO_SNAPSHOT = "echo-2026-01-01"
@@ -32,6 +34,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Non
         if name.startswith("PORTICO_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PORTICO_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("PORTICO_DATA_DIR", str(tmp_path / "data"))  # a fresh SQLite database per test
 
 
 def echo_settings(*, tokens_per_second: float = 0, first_token_ms: float = 0, **overrides: Any) -> Settings:
@@ -112,3 +115,37 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 def sse_events(text: str) -> list[str]:
     """The `data:` payloads of an SSE body, in order (comments dropped)."""
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
+
+
+def auth_settings(**overrides: Any) -> Settings:
+    """Echo settings with API keys required (as on any non-loopback bind)."""
+    return echo_settings(auth=AuthSettings(enabled=True), **overrides)
+
+
+async def make_key(
+    app: FastAPI,
+    *,
+    scopes: Sequence[str] = tuple(Scope),
+    tier: str = "unlimited",
+    project: str = "default",
+    limits: dict[str, Any] | None = None,
+    organization_id: str | None = None,
+    expires_at: int | None = None,
+) -> str:
+    """A new key through the admin service of a running app; returns the plaintext key."""
+    admin: AdminService = app.state.admin
+    organization_id = organization_id or app.state.local_principal.organization_id
+    created = await admin.create_key(
+        organization_id,
+        project=project,
+        name="test",
+        scopes=list(scopes),
+        tier=tier,
+        limits=limits,
+        expires_at=expires_at,
+    )
+    return created.plaintext
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from portico import __version__
-from portico.api import chat, completions, embeddings, health, models, tokenize
+from portico.api import admin, chat, completions, embeddings, health, models, tokenize, usage
 from portico.api.errors import install_error_handlers
 from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from portico.engines.registry import ModelRegistry
 from portico.observability.logging import stamp_request_ids
+from portico.services.control_plane import ControlPlane
 from portico.services.embeddings import EmbeddingService
 from portico.services.inference import InferenceService
 from portico.settings import Settings
@@ -27,6 +28,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        control = await ControlPlane.open(settings)
+        app.state.database = control.database
+        app.state.admin = control.admin
+        app.state.authenticator = control.authenticator
+        app.state.local_principal = control.local_principal
+        app.state.meter = control.meter
+        app.state.usage = control.usage
         registry = ModelRegistry(settings.models, settings.queue)
         app.state.registry = registry
         app.state.inference = InferenceService(registry, settings)
@@ -37,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await registry.close()
+            await control.close()
 
     app = FastAPI(
         title="Portico",
@@ -46,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, completions, embeddings, models, tokenize, health):
+    for module in (chat, completions, embeddings, models, tokenize, usage, admin, health):
         app.include_router(module.router)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):

@@ -10,12 +10,23 @@ HEADER_REQUEST_ID = "x-request-id"
 HEADER_PROCESSING_MS = "x-processing-ms"
 HEADER_RETRY_AFTER = "retry-after"
 HEADER_SHOULD_RETRY = "x-should-retry"
+HEADER_QUOTA_WARNING = "x-quota-warning"
+HEADER_REQUEST_COST = "x-request-cost"
+HEADER_API_KEY = "api-key"  # Azure-style alternative to Authorization: Bearer
 
 # ID prefixes (DESIGN.md "Wire conventions").
 PREFIX_CHAT_COMPLETION = "chatcmpl-"
 PREFIX_COMPLETION = "cmpl-"
 PREFIX_PREDICTION = "pred-"
 PREFIX_REQUEST = "req_"
+PREFIX_ORGANIZATION = "org_"
+PREFIX_PROJECT = "proj_"
+PREFIX_KEY = "key_"
+PREFIX_TIER = "tier_"
+PREFIX_LEASE = "lease_"  # a request's concurrency lease in the limiter
+
+# API keys read `pk-<key id>-<secret>`; the key id is public (it names the key in logs and the admin API).
+API_KEY_PREFIX = "pk-"
 
 # Client-supplied request ids are kept only when they look like this (no header injection, bounded length).
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
@@ -46,9 +57,28 @@ class Capability(StrEnum):
     EMBEDDINGS = "embeddings"  # /v1/embeddings
 
 
+class Scope(StrEnum):
+    """What an API key may do; every route requires one."""
+
+    MODELS_READ = "models:read"  # list and describe models
+    INFERENCE = "inference"  # chat, completions, predict, tokenize, embeddings
+    JOBS_READ = "jobs:read"
+    JOBS_WRITE = "jobs:write"
+    CONVERSATIONS_READ = "conversations:read"
+    CONVERSATIONS_WRITE = "conversations:write"
+    FILES_READ = "files:read"
+    FILES_WRITE = "files:write"
+    USAGE_READ = "usage:read"  # the key's project's usage; every project's with keys:admin
+    KEYS_ADMIN = "keys:admin"  # projects, keys and tiers of the key's organization
+
+
 class Priority(IntEnum):
     """Admission order in front of an engine: a lower value is served first."""
 
     INTERACTIVE = 0  # a client is waiting on the response (chat, completions, predict)
     JOB = 1  # asynchronous jobs: someone polls or listens for the result
     BATCH = 2  # batch files: throughput matters, latency does not
+
+
+# Redis key prefixes (each backend adds its own structure below its prefix).
+REDIS_PREFIX_LIMITS = "portico:lim:"

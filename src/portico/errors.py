@@ -6,15 +6,30 @@
     │   ├── UnknownParameter          400                       unknown_parameter
     │   ├── UnsupportedParameter      400                       unsupported_parameter
     │   └── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
+    ├── AuthenticationFailed          401 authentication_error  (abstract: one code per reason)
+    │   ├── MissingApiKey             401                       missing_api_key
+    │   ├── InvalidApiKey             401                       invalid_api_key
+    │   ├── ExpiredApiKey             401                       expired_api_key
+    │   └── RevokedApiKey             401                       revoked_api_key
+    ├── InsufficientScope             403 permission_error      insufficient_scope (+ required_scope)
     ├── NotFound                      404 not_found_error       not_found
     │   └── ModelNotFound             404                       model_not_found
     ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
+    ├── Conflict                      409 conflict_error        conflict
     ├── PayloadTooLarge               413 invalid_request_error payload_too_large
     ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
+    ├── RateLimited                   429 rate_limit_error      (abstract: `code` names the limit; Retry-After)
+    │   ├── RequestRateLimited        429                       requests_per_minute (retryable)
+    │   ├── TokenRateLimited          429                       tokens_per_minute (retryable)
+    │   ├── DailyTokensExhausted      429                       tokens_per_day
+    │   ├── ConcurrencyLimited        429                       concurrency (retryable)
+    │   └── BudgetExhausted           429                       budget
     ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
     ├── EngineError                   500 server_error          engine_error
     ├── EngineOverloaded              503 overloaded_error      engine_overloaded (retryable, Retry-After)
     ├── EngineUnavailable             503 overloaded_error      engine_unavailable (retryable, Retry-After)
+    ├── LimitsUnavailable             503 service_unavailable   limits_unavailable (retryable; fail-closed)
+    ├── StorageUnavailable            503 service_unavailable   storage_unavailable (retryable)
     └── GenerationTimeout             504 timeout_error         timeout (retryable)
 
 Messages say what was wrong and how to fix it. They never carry a stack trace, a prompt or a secret.
@@ -22,6 +37,7 @@ Messages say what was wrong and how to fix it. They never carry a stack trace, a
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -45,6 +61,8 @@ class PorticoError(Exception):
         self.retry_after = retry_after
         # Structured, safe-to-show fields added to the error object (e.g. ``limit`` and ``requested``).
         self.details = details or {}
+        # Response headers that belong with this error (e.g. the x-ratelimit-* state on a 429).
+        self.headers: dict[str, str] = {}
 
 
 class InvalidRequest(PorticoError):
@@ -86,6 +104,56 @@ class ContextLengthExceeded(InvalidRequest):
         super().__init__(message, param=param, details={"limit": limit, "requested": requested})
 
 
+class AuthenticationFailed(PorticoError):
+    status_code = 401
+    type = "authentication_error"
+    code = "authentication_failed"
+
+
+class MissingApiKey(AuthenticationFailed):
+    code = "missing_api_key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No API key was sent. Send it as 'Authorization: Bearer pk-...' (or the 'api-key' header). "
+            "An administrator creates keys with 'portico keys create' or POST /v1/admin/keys."
+        )
+
+
+class InvalidApiKey(AuthenticationFailed):
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("The API key is not valid. Check that it was copied whole; keys look like pk-key_...-....")
+
+
+class ExpiredApiKey(AuthenticationFailed):
+    code = "expired_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("This API key has expired. Ask an administrator for a new key or to rotate this one.")
+
+
+class RevokedApiKey(AuthenticationFailed):
+    code = "revoked_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("This API key was revoked (or its project archived). Ask an administrator for a new key.")
+
+
+class InsufficientScope(PorticoError):
+    status_code = 403
+    type = "permission_error"
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"This API key lacks the '{scope}' scope needed here. Use a key with that scope, or ask an "
+            "administrator to create one.",
+            details={"required_scope": scope},
+        )
+
+
 class NotFound(PorticoError):
     status_code = 404
     type = "not_found_error"
@@ -108,6 +176,12 @@ class MethodNotAllowed(PorticoError):
     code = "method_not_allowed"
 
 
+class Conflict(PorticoError):
+    status_code = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
 class PayloadTooLarge(PorticoError):
     status_code = 413
     type = "invalid_request_error"
@@ -118,6 +192,41 @@ class UnsupportedMediaType(PorticoError):
     status_code = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
+
+
+class RateLimited(PorticoError):
+    """A limit of the key tripped; ``code`` names it and ``retry_after`` says when the request could pass."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None) -> None:
+        details = {"retry_after": math.ceil(retry_after)} if retry_after is not None else {}
+        super().__init__(message, retry_after=retry_after, details=details)
+
+
+class RequestRateLimited(RateLimited):
+    code = "requests_per_minute"
+    retryable = True
+
+
+class TokenRateLimited(RateLimited):
+    code = "tokens_per_minute"
+    retryable = True
+
+
+class DailyTokensExhausted(RateLimited):
+    code = "tokens_per_day"
+
+
+class ConcurrencyLimited(RateLimited):
+    code = "concurrency"
+    retryable = True
+
+
+class BudgetExhausted(RateLimited):
+    code = "budget"
 
 
 class ClientDisconnected(PorticoError):
@@ -150,4 +259,18 @@ class GenerationTimeout(PorticoError):
     status_code = 504
     type = "timeout_error"
     code = "timeout"
+    retryable = True
+
+
+class LimitsUnavailable(PorticoError):
+    status_code = 503
+    type = "service_unavailable"
+    code = "limits_unavailable"
+    retryable = True
+
+
+class StorageUnavailable(PorticoError):
+    status_code = 503
+    type = "service_unavailable"
+    code = "storage_unavailable"
     retryable = True

@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 EngineName = Literal["llama_cpp", "sentence_transformers", "echo"]
 
@@ -46,6 +48,18 @@ class SentenceTransformersSettings(BaseModel):
         ge=1,
         le=2048,
         description="Inputs per forward pass; once this many wait, the pass starts without waiting out the window.",
+    )
+
+
+class PricingSettings(BaseModel):
+    """USD per million tokens; ``usage.cost`` and the budgets are computed from these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(default=0.0, ge=0, description="Prompt tokens not served from cache.")
+    output_per_million: float = Field(default=0.0, ge=0, description="Generated tokens.")
+    cached_input_per_million: float | None = Field(
+        default=None, ge=0, description="Prompt tokens served from the prefix cache; default: the input price."
     )
 
 
@@ -90,6 +104,7 @@ class ModelSettings(BaseModel):
         "stall the other streams.",
     )
     created: int = Field(default=1738886400, description="Unix time reported as the model's `created`.")
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
     sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
 
@@ -107,6 +122,97 @@ class QueueSettings(BaseModel):
 
     max_waiting: int = Field(default=64, ge=0, description="Requests that may wait per model before 503s.")
     wait_timeout_s: float = Field(default=30.0, gt=0, description="Longest wait for an engine slot before 503.")
+
+
+class TierSettings(BaseModel):
+    """Default limits for a class of keys; ``null`` (or absent) means unlimited. Seeded into each new
+    organization; afterwards managed with the admin API (/v1/admin/tiers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    request_burst: int | None = Field(default=None, ge=1, description="Default: requests_per_minute.")
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    budget_per_day_usd: float | None = Field(default=None, ge=0)
+    budget_per_month_usd: float | None = Field(default=None, ge=0)
+
+
+def default_tiers() -> list[TierSettings]:
+    return [
+        TierSettings(
+            name="free",
+            requests_per_minute=60,
+            request_burst=20,
+            tokens_per_minute=40_000,
+            tokens_per_day=1_000_000,
+            max_concurrent=4,
+            budget_per_day_usd=1.0,
+            budget_per_month_usd=10.0,
+        ),
+        TierSettings(
+            name="standard",
+            requests_per_minute=600,
+            tokens_per_minute=400_000,
+            tokens_per_day=20_000_000,
+            max_concurrent=32,
+        ),
+        TierSettings(name="unlimited"),
+    ]
+
+
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Require API keys. Default: on, unless the server binds only to loopback (local use).",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Server secret keying the stored key hashes (HMAC-SHA256). Default: generated once into "
+        "`<data_dir>/hmac.secret`. Set it (the same on every process) when several hosts share a database.",
+    )
+    key_cache_ttl_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=1.0,
+        description="How long a process trusts a cached key record; a revocation reaches every process within it.",
+    )
+    local_tier: str = Field(default="unlimited", description="Tier whose limits apply while auth is off.")
+
+
+class LimitsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="`memory`: one process. `redis`: exact across any number of processes (needs `redis_url`).",
+    )
+    on_redis_error: Literal["open", "closed"] = Field(
+        default="open", description="While Redis is unreachable: admit without limits (open) or 503 (closed)."
+    )
+    concurrency_lease_s: float = Field(
+        default=900.0, gt=0, description="A concurrency slot held by a process that died frees itself after this."
+    )
+
+
+class UsageSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flush_interval_s: float = Field(default=1.0, gt=0, description="Usage records are written in batches this often.")
+    flush_batch: int = Field(default=500, ge=1, description="…or as soon as this many are waiting.")
+
+
+def _reveal(value: Any) -> Any:
+    """Secrets and paths as plain strings, for handing settings to child processes."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 class Settings(BaseSettings):
@@ -127,6 +233,40 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger request bodies → 413.")
     max_n: int = Field(default=8, ge=1, description="Upper bound for `n` (choices per request).")
 
+    data_dir: Path = Field(default=Path("portico-data"), description="SQLite file and generated secrets.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db. Default: SQLite in `data_dir`.",
+    )
+    database_schema: str | None = Field(default=None, description="PostgreSQL schema to use (default: public).")
+    redis_url: str | None = Field(
+        default=None, description="e.g. redis://127.0.0.1:6379/0; needed by `redis` backends."
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="PORTICO_ADMIN_KEY: a key `pk-<id>-<secret>` made the bootstrap admin key (all scopes) on start.",
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    tiers: list[TierSettings] = Field(default_factory=default_tiers)
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'portico.db'}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth.enabled is not None:
+            return self.auth.enabled
+        return self.host not in LOOPBACK_HOSTS
+
+    @model_validator(mode="after")
+    def _redis_backends_have_a_url(self) -> Settings:
+        if self.limits.backend == "redis" and not self.redis_url:
+            raise ValueError("limits.backend = 'redis' needs redis_url (PORTICO_REDIS_URL)")
+        return self
+
     @model_validator(mode="after")
     def _model_names_are_unique(self) -> Settings:
         seen: set[str] = set()
@@ -146,8 +286,13 @@ class Settings(BaseSettings):
 
     def export_to_environment(self) -> None:
         """Make these settings what ``Settings()`` builds in child processes (``serve --workers N``)."""
-        for name, value in self.model_dump(mode="json").items():
-            os.environ[f"PORTICO_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            plain = _reveal(value)
+            os.environ[f"PORTICO_{name.upper()}"] = (
+                plain if isinstance(plain, str) else json.dumps(plain, default=_reveal)
+            )
 
     @classmethod
     def settings_customise_sources(

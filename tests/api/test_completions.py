@@ -23,6 +23,7 @@ async def test_completes_a_prompt_in_openai_shape(client: httpx.AsyncClient) -> 
         "completion_tokens": 4,
         "total_tokens": 8,
         "prompt_tokens_details": {"cached_tokens": 0},
+        "cost": 0.0,  # the echo model has no prices
     }
 
 

@@ -19,7 +19,7 @@ async def test_readyz_reports_each_model_loaded(client: httpx.AsyncClient) -> No
     response = await client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"model:echo": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"model:echo": "ok", "database": "ok", "limits": "ok"}}
 
 
 async def test_readyz_is_503_until_models_are_loaded() -> None:
@@ -32,7 +32,7 @@ async def test_readyz_is_503_until_models_are_loaded() -> None:
             response = await http.get("/readyz")
 
     assert response.status_code == 503
-    assert response.json()["checks"] == {"model:echo": "loading"}
+    assert response.json()["checks"] == {"model:echo": "loading", "database": "ok", "limits": "ok"}
 
 
 async def test_openapi_and_docs_are_served(client: httpx.AsyncClient) -> None:

@@ -32,9 +32,11 @@ def free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     portico = Path(sys.executable).parent / "portico"
+    work = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")}
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    process = subprocess.Popen([str(portico), "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
+    log = (work / "serve.log").open("w")
+    command = [str(portico), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log)  # its SQLite file goes in work
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from portico.auth.authenticator import Authenticator
+from portico.auth.principal import Principal
+from portico.constants import HEADER_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
-from portico.errors import UnsupportedMediaType
+from portico.errors import InsufficientScope, MissingApiKey, UnsupportedMediaType
+from portico.services.admin import AdminService
 from portico.services.embeddings import EmbeddingService
 from portico.services.inference import InferenceService
+from portico.services.metering import Meter
+from portico.services.usage import UsageService
 from portico.settings import Settings
+from portico.storage.database import Database
 
 
 def get_settings(request: Request) -> Settings:
@@ -33,6 +40,62 @@ def get_embeddings(request: Request) -> EmbeddingService:
     return service
 
 
+def get_meter(request: Request) -> Meter:
+    meter: Meter = request.app.state.meter
+    return meter
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_admin(request: Request) -> AdminService:
+    service: AdminService = request.app.state.admin
+    return service
+
+
+def get_usage(request: Request) -> UsageService:
+    service: UsageService = request.app.state.usage
+    return service
+
+
+def _presented_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get(HEADER_API_KEY) or None
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller: from its API key, or the local principal while auth is off."""
+    authenticator: Authenticator | None = request.app.state.authenticator
+    if authenticator is None:
+        local: Principal = request.app.state.local_principal
+        return local
+    token = _presented_key(request)
+    if token is None:
+        raise MissingApiKey()
+    principal = await authenticator.authenticate(token)
+    request.state.key_id = principal.key_id  # for the access log
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: Scope) -> Any:
+    """A route dependency: the caller's key must hold ``scope`` (403 insufficient_scope otherwise)."""
+
+    async def check(principal: PrincipalDep) -> None:
+        if scope not in principal.scopes:
+            raise InsufficientScope(scope)
+
+    return Depends(check)
+
+
 def require_json(request: Request) -> None:
     """JSON endpoints accept ``application/json`` (or ``+json``); a body without a Content-Type is read as JSON."""
     content_type = request.headers.get("content-type")
@@ -50,3 +113,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
+MeterDep = Annotated[Meter, Depends(get_meter)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+AdminDep = Annotated[AdminService, Depends(get_admin)]
+UsageDep = Annotated[UsageService, Depends(get_usage)]

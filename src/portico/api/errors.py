@@ -40,7 +40,7 @@ def error_body(exc: PorticoError) -> dict[str, Any]:
 
 
 def error_headers(exc: PorticoError) -> dict[str, str]:
-    headers = {HEADER_SHOULD_RETRY: "true" if exc.retryable else "false"}
+    headers = {**exc.headers, HEADER_SHOULD_RETRY: "true" if exc.retryable else "false"}
     if exc.retry_after is not None:
         headers[HEADER_RETRY_AFTER] = str(max(1, math.ceil(exc.retry_after)))
     return headers

@@ -1,12 +1,15 @@
-"""GET /healthz (the process is alive) and GET /readyz (every model is loaded and can take work)."""
+"""GET /healthz (the process is alive) and GET /readyz (models loaded, database and limits reachable)."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from portico.api.deps import RegistryDep
+from portico.api.deps import DatabaseDep, MeterDep, RegistryDep, SettingsDep
 from portico.api.responses import json_response
+from portico.errors import PorticoError
 from portico.schemas.health import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -18,9 +21,24 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(registry: RegistryDep) -> Response:
+async def readyz(registry: RegistryDep, database: DatabaseDep, meter: MeterDep, settings: SettingsDep) -> Response:
+    """Ready when every model is loaded and the database answers; a limits backend that is down makes the
+    server unready only under the fail-closed policy (fail-open keeps serving without limits)."""
     checks = {f"model:{served.alias}": "ok" if served.ready else "loading" for served in registry}
-    ready = all(value == "ok" for value in checks.values())
+    checks["database"] = await _check(database.ping())
+    checks["limits"] = await _check(meter.limiter.ping())
+    blocking = dict(checks)
+    if settings.limits.on_redis_error == "open":
+        del blocking["limits"]
+    ready = all(value == "ok" for value in blocking.values())
     return json_response(
         Readiness(status="ready" if ready else "not_ready", checks=checks), status_code=200 if ready else 503
     )
+
+
+async def _check(probe: Awaitable[None]) -> str:
+    try:
+        await probe
+    except PorticoError:
+        return "unavailable"
+    return "ok"

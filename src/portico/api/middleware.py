@@ -79,6 +79,7 @@ class RequestContextMiddleware:
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "key_id": scope.get("state", {}).get("key_id"),
                 },
             )
             request_id_var.reset(token)

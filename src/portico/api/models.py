@@ -7,10 +7,17 @@ import time
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, RegistryDep, require_json
+from portico.api.deps import InferenceDep, MeterDep, PrincipalDep, RegistryDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, error_responses, json_response, wire_usage
-from portico.constants import OWNED_BY, PREFIX_PREDICTION, new_id
+from portico.api.responses import (
+    GENERATION_ERRORS,
+    admit,
+    error_responses,
+    json_response,
+    metered_headers,
+    wire_usage,
+)
+from portico.constants import OWNED_BY, PREFIX_PREDICTION, Scope, new_id
 from portico.engines.registry import ServedModel
 from portico.schemas.models import Model, ModelList, Prediction, PredictRequest
 
@@ -28,12 +35,17 @@ def _describe(served: ServedModel) -> Model:
     )
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList, dependencies=[require_scope(Scope.MODELS_READ)])
 async def list_models(registry: RegistryDep) -> Response:
     return json_response(ModelList(data=[_describe(served) for served in registry]))
 
 
-@router.get("/v1/models/{model}", response_model=Model, responses=error_responses(404))
+@router.get(
+    "/v1/models/{model}",
+    response_model=Model,
+    responses=error_responses(401, 403, 404),
+    dependencies=[require_scope(Scope.MODELS_READ)],
+)
 async def get_model(model: str, registry: RegistryDep) -> Response:
     return json_response(_describe(registry.resolve(model)))
 
@@ -42,12 +54,15 @@ async def get_model(model: str, registry: RegistryDep) -> Response:
     "/v1/models/{model}/predict",
     response_model=Prediction,
     responses=GENERATION_ERRORS,
-    dependencies=[Depends(require_json)],
+    dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)],
 )
-async def predict(model: str, body: PredictRequest, request: Request, service: InferenceDep) -> Response:
+async def predict(
+    model: str, body: PredictRequest, request: Request, service: InferenceDep, meter: MeterDep, principal: PrincipalDep
+) -> Response:
     """One input string in, one output string out: for clients that do not speak chat."""
     prepared = await service.prepare_predict(model, body)
-    result = await cancel_on_disconnect(request, service.complete(prepared))
+    ticket = await admit(meter, principal, prepared, "/v1/models/{model}/predict")
+    result = await cancel_on_disconnect(request, service.complete(prepared, ticket))
     (choice,) = result.choices
     return json_response(
         Prediction(
@@ -56,6 +71,7 @@ async def predict(model: str, body: PredictRequest, request: Request, service: I
             model=prepared.served.snapshot,
             output=choice.text,
             finish_reason=choice.finish_reason.value,
-            usage=wire_usage(result.usage),
-        )
+            usage=wire_usage(result.usage, ticket),
+        ),
+        headers=metered_headers(ticket),
     )

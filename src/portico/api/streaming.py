@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from portico.api.errors import error_body
 from portico.errors import PorticoError
@@ -34,8 +35,28 @@ def data_frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]], *, heartbeat_s: float) -> StreamingResponse:
-    return StreamingResponse(_frames(events, heartbeat_s), media_type="text/event-stream", headers=SSE_HEADERS)
+class _SSEResponse(StreamingResponse):
+    """A stream that runs ``on_close`` however it ends, even when the client left before the first frame."""
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str], on_close: Callable[[], None]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def sse_response(
+    events: AsyncIterator[dict[str, Any]],
+    *,
+    heartbeat_s: float,
+    headers: dict[str, str] | None = None,
+    on_close: Callable[[], None] = lambda: None,
+) -> StreamingResponse:
+    return _SSEResponse(_frames(events, heartbeat_s), {**SSE_HEADERS, **(headers or {})}, on_close)
 
 
 async def _pump(events: AsyncIterator[dict[str, Any]], frames: asyncio.Queue[bytes | None]) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, require_json
+from portico.api.deps import InferenceDep, require_json, require_scope
 from portico.api.responses import error_responses, json_response
+from portico.constants import Scope
 from portico.schemas.tokenize import TokenizeRequest, TokenizeResponse
 
-router = APIRouter(tags=["tokenize"], dependencies=[Depends(require_json)])
+# Counting tokens generates nothing: it needs the inference scope but is neither limited nor billed.
+router = APIRouter(tags=["tokenize"], dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)])
 
 
-@router.post("/v1/tokenize", response_model=TokenizeResponse, responses=error_responses(400, 404, 413, 415))
+@router.post("/v1/tokenize", response_model=TokenizeResponse, responses=error_responses(400, 401, 403, 404, 413, 415))
 async def tokenize(body: TokenizeRequest, service: InferenceDep) -> Response:
     served, count = await service.count_tokens(body)
     return json_response(

@@ -86,3 +86,4 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
+    cost: float = Field(description="USD, from the model's prices (0 for a model without prices).")

@@ -67,6 +67,7 @@ class Embedding(BaseModel):
 class EmbeddingUsage(BaseModel):
     prompt_tokens: int
     total_tokens: int
+    cost: float = 0.0  # USD
 
 
 class EmbeddingList(BaseModel):

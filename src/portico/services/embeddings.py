@@ -15,6 +15,7 @@ from portico.engines.base import Embedder
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from portico.schemas.embeddings import EmbeddingRequest
+from portico.services.metering import Ticket, UsageCounts, settled_on_exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +56,15 @@ class EmbeddingService:
                 )
         return PreparedEmbedding(served, embedder, inputs)
 
-    async def embed(self, prepared: PreparedEmbedding) -> list[list[float]]:
-        """One vector per input, in order; waits for an admission slot first like any other request."""
-        async with prepared.served.queue.slot():
-            return await prepared.embedder.embed(prepared.inputs)
+    async def embed(self, prepared: PreparedEmbedding, ticket: Ticket) -> list[list[float]]:
+        """One vector per input, in order; waits for an admission slot first like any other request.
+        The input tokens are billed once the vectors are made (an embedding has no partial result)."""
+        used = UsageCounts(0)
+        with settled_on_exit(ticket, lambda: used):
+            async with prepared.served.queue.slot():
+                vectors = await prepared.embedder.embed(prepared.inputs)
+            used = UsageCounts(prepared.prompt_tokens)
+        return vectors
 
 
 async def _token_ids(embedder: Embedder, inputs: Sequence[str | list[int]]) -> list[list[int]]:

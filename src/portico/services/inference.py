@@ -25,6 +25,7 @@ from portico.schemas.common import JsonObjectFormat, JsonSchemaFormat, ResponseF
 from portico.schemas.completions import CompletionRequest
 from portico.schemas.models import PredictRequest
 from portico.schemas.tokenize import TokenizeRequest
+from portico.services.metering import Ticket, UsageCounts, settled_on_exit
 from portico.settings import Settings
 
 
@@ -48,6 +49,15 @@ class PreparedGeneration:
     def choice_count(self) -> int:
         return len(self.prompts) * self.n
 
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(prompt.tokens) for prompt in self.prompts)
+
+    @property
+    def max_completion_tokens(self) -> int:
+        """The most this request may generate, over all its choices: what the limits reserve."""
+        return self.params.max_tokens * self.choice_count
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -58,6 +68,21 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Usage so far, kept up to date while generating, so any ending (also a cancellation) can be billed."""
+
+    prompt_tokens: int = 0  # prompts whose generation started
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+
+    def counts(self) -> UsageCounts:
+        return UsageCounts(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,40 +222,45 @@ class InferenceService:
         """Raise ``EngineOverloaded`` now, before a stream's headers go out, if the queue is full."""
         prepared.served.queue.ensure_room()
 
-    async def complete(self, prepared: PreparedGeneration) -> GenerationResult:
+    async def complete(self, prepared: PreparedGeneration, ticket: Ticket) -> GenerationResult:
         parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
         ends: dict[int, FinishReason] = {}
-        usage = Usage(0, 0)
-        async with prepared.served.queue.slot():
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    async for event in self._events(prepared):
-                        if isinstance(event, ChoiceDelta):
-                            parts[event.index].append(event.text)
-                        elif isinstance(event, ChoiceEnd):
-                            ends[event.index] = event.finish_reason
-                        else:
-                            usage = event.usage
-            except TimeoutError:
-                raise GenerationTimeout(
-                    f"Generation did not finish within {self._timeout_s:g} s. "
-                    "Lower max_tokens, or use stream: true to receive tokens as they are made."
-                ) from None
+        progress = _Progress()
+        with settled_on_exit(ticket, progress.counts):
+            async with prepared.served.queue.slot():
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        async for event in self._events(prepared, progress):
+                            if isinstance(event, ChoiceDelta):
+                                ticket.note_first_token()
+                                parts[event.index].append(event.text)
+                            elif isinstance(event, ChoiceEnd):
+                                ends[event.index] = event.finish_reason
+                except TimeoutError:
+                    raise GenerationTimeout(
+                        f"Generation did not finish within {self._timeout_s:g} s. "
+                        "Lower max_tokens, or use stream: true to receive tokens as they are made."
+                    ) from None
         choices = [ChoiceResult("".join(parts[index]), ends[index]) for index in range(prepared.choice_count)]
-        return GenerationResult(choices, usage)
+        return GenerationResult(choices, progress.usage())
 
-    async def stream(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
-        async with prepared.served.queue.slot():
-            async for event in self._events(prepared):
-                yield event
+    async def stream(self, prepared: PreparedGeneration, ticket: Ticket) -> AsyncIterator[StreamEvent]:
+        progress = _Progress()
+        ticket.stream_started = True
+        with settled_on_exit(ticket, progress.counts):
+            async with prepared.served.queue.slot():
+                async for event in self._events(prepared, progress):
+                    if isinstance(event, ChoiceDelta):
+                        ticket.note_first_token()
+                    yield event
 
-    async def _events(self, prepared: PreparedGeneration) -> AsyncIterator[StreamEvent]:
+    async def _events(self, prepared: PreparedGeneration, progress: _Progress) -> AsyncIterator[StreamEvent]:
         """Each prompt's choices (interleaved as the engine makes them), then one UsageReport for all."""
-        completion_tokens = cached_tokens = 0
         for number, prompt in enumerate(prepared.prompts):
             first_index = number * prepared.n
             request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n)
             generation = prepared.engine.generate(request)
+            progress.prompt_tokens += len(prompt.tokens)
             try:
                 async for event in generation:
                     if isinstance(event, TokenDelta):
@@ -242,7 +272,6 @@ class InferenceService:
             finally:
                 # A no-op after a normal end; stops the decode loop when we were cancelled or timed out.
                 generation.cancel()
-            completion_tokens += generation.completion_tokens
-            cached_tokens += generation.cached_tokens
-        prompt_tokens = sum(len(prompt.tokens) for prompt in prepared.prompts)
-        yield UsageReport(Usage(prompt_tokens, completion_tokens, cached_tokens))
+                progress.completion_tokens += generation.completion_tokens
+                progress.cached_tokens += generation.cached_tokens
+        yield UsageReport(progress.usage())

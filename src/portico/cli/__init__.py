@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
-from pydantic import ValidationError
-from rich.console import Console
 
+from portico.cli import db, keys, projects
+from portico.cli.common import console, load_settings
 from portico.observability.logging import configure_logging
+from portico.services.control_plane import FIRST_KEY_HINT, open_admin
 from portico.settings import Settings
 
 app = typer.Typer(help="Portico: an OpenAI-compatible AI API server.", no_args_is_help=True)
-console = Console(stderr=True)
 
 
 @app.callback()
@@ -35,15 +36,12 @@ def serve(
 ) -> None:
     """Serve the API (and the embedded model) on http://HOST:PORT/v1."""
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
-    try:
-        settings = Settings.load(config, **overrides)
-    except ValidationError as exc:
-        console.print(f"[red]Invalid settings:[/red]\n{exc}")
-        raise typer.Exit(2) from exc
+    settings = load_settings(config, **overrides)
     configure_logging(settings.log_level)
+    _prepare_database(settings)
     console.print(
         f"Portico serving {', '.join(m.alias for m in settings.models)} "
-        f"on http://{settings.host}:{settings.port}/v1 (docs at /docs)"
+        f"on http://{settings.host}:{settings.port}/v1 (docs at /docs; auth {'on' if settings.auth_enabled else 'off'})"
     )
     common = {
         "host": settings.host,
@@ -59,6 +57,27 @@ def serve(
         return
     settings.export_to_environment()
     uvicorn.run("portico.app:create_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Migrate once here, before any worker starts, and say how to make the first key if none exists."""
+
+    async def prepare() -> bool:
+        database, admin = await open_admin(settings)
+        try:
+            await admin.default_organization()
+            return await admin.has_keys()
+        finally:
+            await database.close()
+
+    has_keys = asyncio.run(prepare())
+    if settings.auth_enabled and not has_keys and settings.admin_key is None:
+        console.print(f"[yellow]{FIRST_KEY_HINT}[/yellow]")
+
+
+app.add_typer(keys.app, name="keys")
+app.add_typer(projects.app, name="projects")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

@@ -1,0 +1,50 @@
+"""Who is calling: the key's organization, project, scopes and effective limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from portico.constants import Scope
+from portico.limits.base import LimitPolicy
+from portico.storage.models import ApiKey, Tier
+
+ALL_SCOPES = frozenset(Scope)
+LIMIT_FIELDS = tuple(field.name for field in fields(LimitPolicy))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    organization_id: str
+    project_id: str
+    key_id: str | None  # None while auth is off (local use)
+    scopes: frozenset[str]
+    tier: str
+    policy: LimitPolicy
+
+    @property
+    def subject(self) -> str:
+        """Whose limits apply: the key, or the project while auth is off."""
+        return self.key_id or self.project_id
+
+
+def tier_limits(tier: Tier) -> dict[str, Any]:
+    return {name: getattr(tier, name) for name in LIMIT_FIELDS}
+
+
+def effective_policy(tier: Tier, overrides: dict[str, Any]) -> LimitPolicy:
+    """The tier's limits, each replaced by the key's override where it has one (``None`` there: unlimited)."""
+    limits = tier_limits(tier)
+    limits.update({name: value for name, value in overrides.items() if name in limits})
+    return LimitPolicy(**limits)
+
+
+def principal_of(key: ApiKey) -> Principal:
+    return Principal(
+        organization_id=key.project.organization_id,
+        project_id=key.project_id,
+        key_id=key.id,
+        scopes=frozenset(key.scopes),
+        tier=key.tier.name,
+        policy=effective_policy(key.tier, key.limits),
+    )

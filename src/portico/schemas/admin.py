@@ -1,0 +1,108 @@
+"""/v1/admin/...: projects, API keys and tiers of the caller's organization."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from portico.constants import Scope
+from portico.schemas.common import RequestModel
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LimitValue = int | float | None
+
+DEFAULT_KEY_SCOPES = [Scope.MODELS_READ.value, Scope.INFERENCE.value]
+
+
+class ProjectCreateRequest(RequestModel):
+    name: Name
+
+
+class ProjectObject(BaseModel):
+    id: str
+    object: Literal["organization.project"] = "organization.project"
+    name: str
+    created_at: int
+    archived_at: int | None
+    status: Literal["active", "archived"]
+
+
+class ProjectList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ProjectObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class KeyCreateRequest(RequestModel):
+    project: Name = Field(description="Project id or name.")
+    name: Name = "key"
+    scopes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_KEY_SCOPES), description=f"Any of: {', '.join(Scope)}."
+    )
+    tier: Name = "free"
+    limits: dict[str, LimitValue] = Field(
+        default_factory=dict,
+        description='Overrides of the tier\'s limits, e.g. {"requests_per_minute": 10}; null means unlimited.',
+    )
+    expires_at: int | None = Field(default=None, description="Unix seconds; absent: never expires.")
+
+
+class KeyRotateRequest(RequestModel):
+    grace_period_s: int = Field(
+        default=3600, description="How long the previous secret keeps working (0: it stops at once)."
+    )
+
+
+class KeyObject(BaseModel):
+    id: str
+    object: Literal["organization.project.api_key"] = "organization.project.api_key"
+    name: str
+    project_id: str
+    scopes: list[str]
+    tier: str
+    limits: dict[str, LimitValue]
+    redacted_value: str
+    created_at: int
+    last_used_at: int | None
+    expires_at: int | None
+    revoked_at: int | None
+    previous_secret_valid_until: int | None
+
+
+class CreatedKeyObject(KeyObject):
+    value: str = Field(description="The key itself. Shown only in this response: store it now.")
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class TierObject(BaseModel):
+    object: Literal["tier"] = "tier"
+    name: str
+    requests_per_minute: int | None
+    request_burst: int | None
+    tokens_per_minute: int | None
+    tokens_per_day: int | None
+    max_concurrent: int | None
+    budget_per_day_usd: float | None
+    budget_per_month_usd: float | None
+    created_at: int
+
+
+class TierList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TierObject]
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True

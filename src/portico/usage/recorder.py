@@ -1,0 +1,118 @@
+"""Every request's usage, recorded off the request path: buffered in memory, written in batches.
+
+``record`` only appends to a list. A background task writes the buffer every ``flush_interval_s`` (or as soon
+as ``flush_batch`` records wait) in one INSERT. A failed write keeps the records for the next attempt, so a
+database restart loses nothing; ``close`` writes what is left (graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from portico.storage.database import Database
+from portico.storage.usage import insert_usage
+
+logger = logging.getLogger("portico.usage")
+
+# Beyond this many unwritten records (the database down for long), the oldest are dropped, loudly.
+MAX_BUFFERED = 200_000
+_CLOSE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    request_id: str
+    organization_id: str
+    project_id: str
+    key_id: str | None
+    model: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    latency_ms: float
+    ttft_ms: float | None
+    status: int
+    cancelled: bool
+    created_at: float
+    day: str
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        flush_interval_s: float,
+        flush_batch: int,
+        also_flush: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self._database = database
+        self._interval_s = flush_interval_s
+        self._batch = flush_batch
+        self._also_flush = also_flush
+        self._buffer: list[UsageRow] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def record(self, row: UsageRow) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def flush(self) -> None:
+        """Write everything recorded so far; on failure the records stay buffered and the error propagates."""
+        async with self._flush_lock:
+            while self._buffer:
+                rows = self._buffer[: self._batch]
+                async with self._database.session() as session:
+                    await insert_usage(session, [asdict(row) for row in rows])
+                    await session.commit()
+                del self._buffer[: len(rows)]
+            for extra in self._also_flush:
+                await extra()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for attempt in range(1, _CLOSE_ATTEMPTS + 1):
+            try:
+                await self.flush()
+                return
+            except Exception:
+                logger.warning("usage flush failed at shutdown (attempt %d)", attempt, exc_info=True)
+                await asyncio.sleep(0.2 * attempt)
+        logger.error("usage records lost at shutdown", extra={"lost_records": len(self._buffer)})
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                logger.warning("usage flush failed; retrying", extra={"pending": len(self._buffer)}, exc_info=True)
+                self._drop_overflow()
+
+    def _drop_overflow(self) -> None:
+        overflow = len(self._buffer) - MAX_BUFFERED
+        if overflow > 0:
+            del self._buffer[:overflow]
+            logger.error("usage buffer full; oldest records dropped", extra={"lost_records": overflow})
