@@ -20,6 +20,7 @@ from portico.constants import Scope
 from portico.engines.registry import ModelRegistry
 from portico.services.admin import AdminService
 from portico.settings import AuthSettings, EchoSettings, ModelSettings, Settings
+from tests.databases import database, database_schema, database_url  # noqa: F401 (fixtures for every test)
 
 ECHO_ALIAS = "echo"
 ECHO_SNAPSHOT = "echo-2026-01-01"

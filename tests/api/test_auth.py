@@ -13,7 +13,7 @@ from sqlalchemy import select
 from portico.auth.keys import parse_key
 from portico.constants import Scope
 from portico.services.admin import AdminService
-from portico.settings import Settings
+from portico.settings import Settings, TierSettings
 from portico.storage.database import Database
 from portico.storage.models import ApiKey
 from tests.conftest import asgi_client, auth_settings, bearer, make_key
@@ -52,8 +52,9 @@ def _concrete(path: str) -> str:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    async with asgi_client(auth_settings()) as pair:
+async def served(database_url: str, database_schema: str | None) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app with auth on, over SQLite and over PostgreSQL."""
+    async with asgi_client(auth_settings(database_url=database_url, database_schema=database_schema)) as pair:
         yield pair
 
 
@@ -209,6 +210,12 @@ async def test_another_organizations_objects_are_404(served: tuple[httpx.AsyncCl
         assert response.status_code == 404, (method, path, response.text)
     created = await client.post("/v1/admin/keys", json={"project": their_project}, headers=ours)
     assert created.status_code == 404
+    # Tiers are per organization: theirs are invisible, and changing ours leaves theirs alone.
+    await admin.put_tier(theirs.id, TierSettings(name="gold", requests_per_minute=5))
+    assert (await client.get("/v1/admin/tiers/gold", headers=ours)).status_code == 404
+    assert (await client.delete("/v1/admin/tiers/gold", headers=ours)).status_code == 404
+    await client.post("/v1/admin/tiers", json={"name": "free", "requests_per_minute": 1}, headers=ours)
+    assert (await admin.get_tier(theirs.id, "free")).requests_per_minute == 60
     listed = await client.get("/v1/admin/keys", headers=ours)
     assert their_key_id not in listed.text
     # …and the key still works for its owner.

@@ -180,6 +180,31 @@ async def test_ping_raises_storage_unavailable_when_postgresql_is_unreachable() 
     assert isinstance(raised.value.__cause__, OSError | DBAPIError)
 
 
+@pytest.mark.parametrize("database_url", [POSTGRES_URL], ids=["postgresql"])
+async def test_a_dropped_connection_is_storage_unavailable_and_the_next_session_reconnects(
+    database: Database,
+) -> None:
+    with pytest.raises(StorageUnavailable) as raised:
+        async with database.session() as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            async with database.engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await session.execute(text("SELECT 1"))
+    assert isinstance(raised.value.__cause__, DBAPIError)
+
+    async with database.session() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_ping_raises_storage_unavailable_when_postgresql_refuses_the_login() -> None:
+    database = Database("postgresql+asyncpg://postgres@127.0.0.1:5432/portico_no_such_database")
+    try:
+        with pytest.raises(StorageUnavailable):
+            await database.ping()
+    finally:
+        await database.close()
+
+
 async def test_ping_raises_storage_unavailable_when_sqlite_cannot_open(tmp_path: Path) -> None:
     threads_before = set(threading.enumerate())
     database = Database(f"sqlite+aiosqlite:///{tmp_path}")  # a directory is not a database file

@@ -101,7 +101,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 log.close()
 
 
-async def _send_round_robin(cluster: Cluster, key: dict[str, str], bodies: list[dict[str, object]]) -> list[httpx.Response]:
+async def _send_round_robin(
+    cluster: Cluster, key: dict[str, str], bodies: list[dict[str, object]]
+) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=60) as http:
         return await asyncio.gather(
             *(

@@ -39,7 +39,14 @@ def build_limiter(settings: Settings) -> Limiter:
     if settings.limits.backend == "memory":
         return MemoryLimiter(lease_s=settings.limits.concurrency_lease_s)
     assert settings.redis_url is not None  # Settings validates this
-    client = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S)
+    # One immediate retry (a pooled connection may have died with a Redis restart), then the failure policy:
+    # redis-py's default backoff would hold every request for seconds while Redis is down.
+    client = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 1),
+    )
     return RedisLimiter(
         client, on_error=FailurePolicy(settings.limits.on_redis_error), lease_s=settings.limits.concurrency_lease_s
     )

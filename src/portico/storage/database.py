@@ -32,6 +32,10 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_CONNECT_TIMEOUT_S = 10
 # SQLite's primary result code for a bad statement ("no such table", a syntax error): not an outage.
 _SQLITE_ERROR = 1
+# PostgreSQL's SQLSTATE classes that mean the server cannot use the database: a connection exception (08),
+# insufficient resources (53: too many connections, disk full), a shutdown or start-up in progress (57P), and
+# a refused login (28: role or password, 3D: no such database).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "28", "3D")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _LOCK_POLL_S = 0.05
 
@@ -65,7 +69,8 @@ def _means_unavailable(exc: Exception) -> bool:
         return True
     if isinstance(exc, OperationalError):
         return getattr(exc.orig, "sqlite_errorcode", None) != _SQLITE_ERROR
-    return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
 
 
 class Database:
@@ -98,7 +103,7 @@ class Database:
         if path and path != ":memory:" and not self.url.query.get("uri"):
             self._sqlite_file = Path(path)
             self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(self.url)
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
         return engine
 
@@ -141,11 +146,15 @@ class Database:
 
     async def _lock_postgresql_migrations(self, connection: AsyncConnection) -> None:
         # Held until the migration's transaction ends; the others then find the schema at head and do nothing.
-        # The schema is created under the lock too: concurrent CREATE SCHEMA IF NOT EXISTS can still collide.
+        # The schema is created under the lock too (concurrent CREATE SCHEMA IF NOT EXISTS can collide).
         lock_name = f"portico.migrations.{self.schema or ''}"
         await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name})
-        if self.schema is not None:
-            await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quoted(self.schema)}"))
+        if self.schema is None:
+            return
+        exists = text("SELECT 1 FROM pg_namespace WHERE nspname = :name")
+        # Looked up first: a role without CREATE on the database may still use a schema made for it.
+        if (await connection.execute(exists, {"name": self.schema})).first() is None:
+            await connection.execute(text(f"CREATE SCHEMA {_quoted(self.schema)}"))
 
     @contextlib.asynccontextmanager
     async def _sqlite_migration_lock(self) -> AsyncIterator[None]:
