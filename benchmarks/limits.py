@@ -260,7 +260,11 @@ async def measure_component(backend: str, setup: Setup, directory: Path) -> tupl
         if unset:
             raise SystemExit(f"{backend}: the key's policy leaves limits unset: {', '.join(unset)}")
     finally:
-        await control.close()  # writes the buffered usage records
+        # Write the records first: close() cancels the recorder's task, and cancelled mid-INSERT it leaves SQLite
+        # locked (close's own flush then fails on "database is locked" and records are lost). flush() waits for
+        # a flush in progress.
+        await control.meter.recorder.flush()
+        await control.close()
         if key_id:
             forget_redis_keys(setup.redis_url, [key_id])
     written = await count_usage_records(settings, key_id)
@@ -446,7 +450,7 @@ def main() -> None:
     for name in [name for name in os.environ if name.startswith("PORTICO_")]:
         del os.environ[name]
     os.environ["PORTICO_CONFIG"] = str(WORK / "absent.toml")
-    logging.getLogger("portico").setLevel(logging.WARNING)  # e.g. the "no API keys yet" hint on a fresh database
+    logging.getLogger("portico").setLevel(logging.ERROR)  # e.g. the "no API keys yet" hint on a fresh database
     load_before = os.getloadavg()[0]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the server's loop
         rows = runner.run(measure_components(setup))

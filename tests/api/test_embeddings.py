@@ -68,7 +68,7 @@ async def test_answers_in_openai_shape_with_snapshot_and_usage(http: httpx.Async
     assert len(row["embedding"]) == 384
     assert math.sqrt(sum(x * x for x in row["embedding"])) == pytest.approx(1.0, abs=1e-5)
     # 5 word pieces ("the quick brown fox .") plus [CLS] and [SEP]: the tokens the model read.
-    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7, "cost": 0.0}  # no prices configured
 
 
 @real_model
