@@ -17,7 +17,7 @@ import pytest
 
 from portico.auth.keys import new_key
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.test_e2e import free_port
+from tests.system.servers import free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -49,19 +49,6 @@ class Cluster:
         return {"authorization": f"Bearer {created.json()['value']}"}
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, f"portico serve exited with {process.returncode}"
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "portico serve did not become ready"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("cluster")
@@ -90,7 +77,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 processes.append(subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log))
                 urls.append(f"http://127.0.0.1:{port}")
             for process, url in zip(processes, urls, strict=True):
-                _wait_ready(process, url)
+                wait_ready(process, url, timeout_s=60)
             yield Cluster(urls, admin_key)
         finally:
             for process in processes:

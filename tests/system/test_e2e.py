@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
+
+from tests.system.servers import free_port, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 QUESTION = "What is the capital of France? Answer in one word."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log)  # its SQLite file goes in work
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"portico serve exited with {process.returncode}"
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "portico serve did not become ready"
-            time.sleep(0.2)
+        wait_ready(process, base)
         yield f"{base}/v1"
     finally:
         process.send_signal(signal.SIGTERM)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from portico.settings import UsageSettings
 from portico.storage.database import Database
 from portico.storage.models import UsageRecord
+from portico.usage.recorder import UsageRecorder, UsageRow
 from tests.conftest import ECHO_ALIAS, asgi_client, echo_settings
 
 
 async def _count(settings_database: str) -> int:
-    database = Database(settings_database)
+    url = settings_database if "://" in settings_database else f"sqlite+aiosqlite:///{settings_database}"
+    database = Database(url)
     try:
         async with database.session() as session:
             return int((await session.execute(select(func.count()).select_from(UsageRecord))).scalar_one())
@@ -43,3 +47,44 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval() -> Non
                 break
             await asyncio.sleep(0.01)
         assert await _count(settings.database) == 5
+
+
+@pytest.mark.parametrize("yields", [5, 10, 30, 50])
+async def test_closing_during_a_write_loses_nothing(
+    tmp_path: Path, yields: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() waits for a batch being written instead of cancelling it half-way (which left SQLite locked and
+    the final write failing); ``yields`` varies how far into its write the background task is."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}")
+    await database.upgrade()
+    recorder = UsageRecorder(database, flush_interval_s=1.0, flush_batch=500)
+    recorder.start()
+    for number in range(1200):
+        recorder.record(_row(number))
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    await recorder.close()
+    await database.close()
+    assert await _count(str(tmp_path / "usage.db")) == 1200
+    assert not [record for record in caplog.records if record.name == "portico.usage"], "a write failed on close"
+
+
+def _row(number: int) -> UsageRow:
+    return UsageRow(
+        request_id=f"req_{number}",
+        organization_id="org_x",
+        project_id="proj_x",
+        key_id=None,
+        model="m",
+        endpoint="/v1/completions",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cached_tokens=0,
+        cost_usd=0.0,
+        latency_ms=1.0,
+        ttft_ms=None,
+        status=200,
+        cancelled=False,
+        created_at=0.0,
+        day="1970-01-01",
+    )

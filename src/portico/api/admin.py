@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -35,6 +36,11 @@ router = APIRouter(
 )
 JSON_BODY = [Depends(require_json)]
 Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def _cursors(data: Sequence[ProjectObject | KeyObject]) -> dict[str, str | None]:
+    """A list page's first_id and last_id (``after=last_id`` fetches the next page)."""
+    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
 
 
 def _project(project: Project) -> ProjectObject:
@@ -95,8 +101,7 @@ async def list_projects(
 ) -> Response:
     page = await admin.list_projects(principal.organization_id, limit=limit, after=after)
     data = [_project(project) for project in page.items]
-    first, last = (data[0].id, data[-1].id) if data else (None, None)
-    return json_response(ProjectList(data=data, first_id=first, last_id=last, has_more=page.has_more))
+    return json_response(ProjectList(data=data, **_cursors(data), has_more=page.has_more))
 
 
 @router.get("/projects/{project_id}", response_model=ProjectObject)
@@ -142,8 +147,7 @@ async def list_keys(
 ) -> Response:
     page = await admin.list_keys(principal.organization_id, project_id=project_id, limit=limit, after=after)
     data = [_key(key) for key in page.items]
-    first, last = (data[0].id, data[-1].id) if data else (None, None)
-    return json_response(KeyList(data=data, first_id=first, last_id=last, has_more=page.has_more))
+    return json_response(KeyList(data=data, **_cursors(data), has_more=page.has_more))
 
 
 @router.get("/keys/{key_id}", response_model=KeyObject)

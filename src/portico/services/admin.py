@@ -75,6 +75,27 @@ def _check_limits(limits: dict[str, Any]) -> dict[str, Any]:
     return limits
 
 
+async def _project_or_404(session: AsyncSession, organization_id: str, project: str) -> Project:
+    found = await control.get_project(session, organization_id, project)
+    if found is None:
+        raise NotFound(f"No project '{project}' in this organization.", param="project")
+    return found
+
+
+async def _tier_or_404(session: AsyncSession, organization_id: str, name: str) -> Tier:
+    found = await control.get_tier(session, organization_id, name)
+    if found is None:
+        raise NotFound(f"No tier '{name}'. GET /v1/admin/tiers lists the tiers.", param="tier")
+    return found
+
+
+async def _key_or_404(session: AsyncSession, organization_id: str, key_id: str) -> ApiKey:
+    key = await control.get_key(session, key_id)
+    if key is None or key.project.organization_id != organization_id:
+        raise NotFound(f"No API key '{key_id}' in this organization.", param="key_id")
+    return key
+
+
 class AdminService:
     def __init__(
         self,
@@ -160,10 +181,7 @@ class AdminService:
     async def get_project(self, organization_id: str, project: str) -> Project:
         """By id or name; 404 for another organization's."""
         async with self._database.session() as session:
-            found = await control.get_project(session, organization_id, project)
-        if found is None:
-            raise NotFound(f"No project '{project}' in this organization.", param="project")
-        return found
+            return await _project_or_404(session, organization_id, project)
 
     async def list_projects(self, organization_id: str, *, limit: int, after: str | None) -> Page[Project]:
         async with self._database.session() as session:
@@ -172,9 +190,7 @@ class AdminService:
     async def archive_project(self, organization_id: str, project: str) -> Project:
         """Archive a project: its keys stop working (401 revoked_api_key) on every process within a second."""
         async with self._database.session() as session:
-            found = await control.get_project(session, organization_id, project)
-            if found is None:
-                raise NotFound(f"No project '{project}' in this organization.", param="project")
+            found = await _project_or_404(session, organization_id, project)
             found.archived_at = found.archived_at or int(time.time())
             await session.commit()
         return found
@@ -194,10 +210,7 @@ class AdminService:
 
     async def get_tier(self, organization_id: str, name: str) -> Tier:
         async with self._database.session() as session:
-            found = await control.get_tier(session, organization_id, name)
-        if found is None:
-            raise NotFound(f"No tier '{name}'. GET /v1/admin/tiers lists the tiers.", param="tier")
-        return found
+            return await _tier_or_404(session, organization_id, name)
 
     async def list_tiers(self, organization_id: str) -> Sequence[Tier]:
         async with self._database.session() as session:
@@ -205,9 +218,7 @@ class AdminService:
 
     async def delete_tier(self, organization_id: str, name: str) -> None:
         async with self._database.session() as session:
-            found = await control.get_tier(session, organization_id, name)
-            if found is None:
-                raise NotFound(f"No tier '{name}'.", param="tier")
+            found = await _tier_or_404(session, organization_id, name)
             if await control.tier_in_use(session, found.id):
                 raise Conflict(f"Tier '{name}' is used by API keys; move them to another tier first.")
             await session.delete(found)
@@ -232,9 +243,7 @@ class AdminService:
             found_project = await control.get_project(session, organization_id, project)
             if found_project is None or found_project.archived_at is not None:
                 raise NotFound(f"No active project '{project}' in this organization.", param="project")
-            found_tier = await control.get_tier(session, organization_id, tier)
-            if found_tier is None:
-                raise NotFound(f"No tier '{tier}'. GET /v1/admin/tiers lists the tiers.", param="tier")
+            found_tier = await _tier_or_404(session, organization_id, tier)
             key = ApiKey(
                 id=parts.key_id,
                 project_id=found_project.id,
@@ -253,10 +262,7 @@ class AdminService:
 
     async def get_key(self, organization_id: str, key_id: str) -> ApiKey:
         async with self._database.session() as session:
-            key = await control.get_key(session, key_id)
-        if key is None or key.project.organization_id != organization_id:
-            raise NotFound(f"No API key '{key_id}' in this organization.", param="key_id")
-        return key
+            return await _key_or_404(session, organization_id, key_id)
 
     async def list_keys(
         self, organization_id: str, *, project_id: str | None, limit: int, after: str | None
@@ -271,9 +277,7 @@ class AdminService:
             raise InvalidRequest(f"grace_period_s must be between 0 and {MAX_GRACE_S}.", param="grace_period_s")
         parts = new_key(key_id)
         async with self._database.session() as session:
-            key = await control.get_key(session, key_id)
-            if key is None or key.project.organization_id != organization_id:
-                raise NotFound(f"No API key '{key_id}' in this organization.", param="key_id")
+            key = await _key_or_404(session, organization_id, key_id)
             if key.revoked_at is not None:
                 raise Conflict("This key is revoked; create a new key instead of rotating it.")
             key.previous_secret_hash = key.secret_hash if grace_period_s else None
@@ -286,9 +290,7 @@ class AdminService:
 
     async def revoke_key(self, organization_id: str, key_id: str) -> ApiKey:
         async with self._database.session() as session:
-            key = await control.get_key(session, key_id)
-            if key is None or key.project.organization_id != organization_id:
-                raise NotFound(f"No API key '{key_id}' in this organization.", param="key_id")
+            key = await _key_or_404(session, organization_id, key_id)
             key.revoked_at = key.revoked_at or int(time.time())
             await session.commit()
             key = await self._reload(session, key_id)

@@ -1,0 +1,30 @@
+"""Starting `portico serve` as a real process: a free port, and waiting until it is ready."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, *, timeout_s: float = 120) -> None:
+    """Poll ``url``/readyz until it answers 200; fail early if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, f"portico serve exited with {process.returncode}"
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "portico serve did not become ready"
+        time.sleep(0.1)
