@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from typer.testing import CliRunner
 
 from portico.auth.authenticator import Authenticator
 from portico.auth.keys import parse_key
-from portico.cli import app
+from portico.cli import app, prepare_database
 from portico.errors import RevokedApiKey
 from portico.services.control_plane import open_admin, server_secret
 from portico.settings import Settings
@@ -66,3 +67,17 @@ def test_projects_create_then_keys_for_it() -> None:
     assert project_id.startswith("proj_")
     created = runner.invoke(app, ["keys", "create", "--project", "research", "--tier", "standard"])
     assert created.exit_code == 0 and project_id in created.output
+
+
+def test_serve_on_a_fresh_database_says_how_to_make_the_first_key(capsys: pytest.CaptureFixture[str]) -> None:
+    prepare_database(Settings(host="0.0.0.0"))
+    hint = capsys.readouterr().err
+    assert "No API keys exist yet" in hint and "portico keys create" in hint and "PORTICO_ADMIN_KEY" in hint
+
+    prepare_database(Settings(host="127.0.0.1"))  # auth off: no key needed, no hint
+    assert "No API keys" not in capsys.readouterr().err
+
+
+def test_serve_warns_that_memory_limits_multiply_with_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    prepare_database(Settings(workers=3))
+    assert "up to that many times its limits" in capsys.readouterr().err.replace("\n", " ")

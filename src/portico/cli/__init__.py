@@ -38,7 +38,7 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = load_settings(config, **overrides)
     configure_logging(settings.log_level)
-    _prepare_database(settings)
+    prepare_database(settings)
     console.print(
         f"Portico serving {', '.join(m.alias for m in settings.models)} "
         f"on http://{settings.host}:{settings.port}/v1 (docs at /docs; auth {'on' if settings.auth_enabled else 'off'})"
@@ -59,7 +59,7 @@ def serve(
     uvicorn.run("portico.app:create_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
 
 
-def _prepare_database(settings: Settings) -> None:
+def prepare_database(settings: Settings) -> None:
     """Migrate once here, before any worker starts, and say how to make the first key if none exists."""
 
     async def prepare() -> bool:
@@ -73,6 +73,12 @@ def _prepare_database(settings: Settings) -> None:
     has_keys = asyncio.run(prepare())
     if settings.auth_enabled and not has_keys and settings.admin_key is None:
         console.print(f"[yellow]{FIRST_KEY_HINT}[/yellow]")
+    if settings.workers > 1 and settings.limits.backend == "memory":
+        console.print(
+            f"[yellow]limits.backend is 'memory': each of the {settings.workers} processes enforces the limits on its "
+            "own, so a key gets up to that many times its limits. Set PORTICO_REDIS_URL and "
+            "PORTICO_LIMITS__BACKEND=redis for limits that hold across processes.[/yellow]"
+        )
 
 
 app.add_typer(keys.app, name="keys")
