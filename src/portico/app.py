@@ -16,6 +16,7 @@ from portico.engines.registry import ModelRegistry
 from portico.observability.logging import stamp_request_ids
 from portico.services.control_plane import ControlPlane
 from portico.services.embeddings import EmbeddingService
+from portico.services.generation import GenerationService
 from portico.services.inference import InferenceService
 from portico.settings import Settings
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         control = await ControlPlane.open(settings)
+        app.state.control = control
         app.state.database = control.database
         app.state.admin = control.admin
         app.state.authenticator = control.authenticator
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.inference = InferenceService(registry, settings)
         app.state.embeddings = EmbeddingService(registry)
+        app.state.generation = GenerationService(app.state.inference, app.state.embeddings, control.meter)
         await registry.start()
         logger.info("ready", extra={"models": [served.alias for served in registry]})
         try:
@@ -55,8 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (chat, completions, embeddings, models, tokenize, usage, admin, health):
-        app.include_router(module.router)
+    for router in (
+        chat.router,
+        completions.router,
+        embeddings.router,
+        models.router,
+        tokenize.router,
+        usage.router,
+        admin.router,
+        health.router,
+    ):
+        app.include_router(router)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
     #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.

@@ -13,6 +13,14 @@ HEADER_SHOULD_RETRY = "x-should-retry"
 HEADER_QUOTA_WARNING = "x-quota-warning"
 HEADER_REQUEST_COST = "x-request-cost"
 HEADER_API_KEY = "api-key"  # Azure-style alternative to Authorization: Bearer
+HEADER_IDEMPOTENCY_KEY = "idempotency-key"
+HEADER_IDEMPOTENT_REPLAYED = "idempotent-replayed"
+HEADER_LAST_EVENT_ID = "last-event-id"
+HEADER_LOCATION = "location"
+# Standard Webhooks (https://www.standardwebhooks.com/) headers on every webhook Portico sends.
+HEADER_WEBHOOK_ID = "webhook-id"
+HEADER_WEBHOOK_TIMESTAMP = "webhook-timestamp"
+HEADER_WEBHOOK_SIGNATURE = "webhook-signature"
 
 # ID prefixes (DESIGN.md "Wire conventions").
 PREFIX_CHAT_COMPLETION = "chatcmpl-"
@@ -24,6 +32,13 @@ PREFIX_PROJECT = "proj_"
 PREFIX_KEY = "key_"
 PREFIX_TIER = "tier_"
 PREFIX_LEASE = "lease_"  # a request's concurrency lease in the limiter
+PREFIX_JOB = "job_"
+PREFIX_BATCH = "batch_"
+PREFIX_FILE = "file-"
+PREFIX_CONVERSATION = "conv_"
+PREFIX_MESSAGE = "msg_"
+PREFIX_WEBHOOK = "msg_"  # Standard Webhooks message ids
+PREFIX_WEBHOOK_SECRET = "whsec_"
 
 # API keys read `pk-<key id>-<secret>`; the key id is public (it names the key in logs and the admin API).
 API_KEY_PREFIX = "pk-"
@@ -70,6 +85,31 @@ class Scope(StrEnum):
     FILES_WRITE = "files:write"
     USAGE_READ = "usage:read"  # the key's project's usage; every project's with keys:admin
     KEYS_ADMIN = "keys:admin"  # projects, keys and tiers of the key's organization
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # waiting for a worker
+    RUNNING = "running"  # a worker holds its lease and is generating
+    SUCCEEDED = "succeeded"  # result and usage are set
+    FAILED = "failed"  # error is set (the envelope the sync endpoint would have returned)
+    CANCELLED = "cancelled"  # cancelled by its owner; partial usage billed
+    EXPIRED = "expired"  # finished longer ago than the retention; result erased
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"  # the input file is being read and checked
+    FAILED = "failed"  # the input file could not be used at all
+    IN_PROGRESS = "in_progress"  # requests are running
+    FINALIZING = "finalizing"  # output and error files are being written
+    COMPLETED = "completed"
+    EXPIRED = "expired"  # the completion window passed first
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class IdempotencyStatus(StrEnum):
+    IN_PROGRESS = "in_progress"  # the first request is still running
+    COMPLETED = "completed"  # its response is stored for replay
 
 
 class Priority(IntEnum):

@@ -16,6 +16,8 @@
     │   └── ModelNotFound             404                       model_not_found
     ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
     ├── Conflict                      409 conflict_error        conflict
+    │   ├── IdempotencyKeyReused      409                       idempotency_key_reused
+    │   └── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
     ├── PayloadTooLarge               413 invalid_request_error payload_too_large
     ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
     ├── RateLimited                   429 rate_limit_error      (abstract: `code` names the limit; Retry-After)
@@ -180,6 +182,29 @@ class Conflict(PorticoError):
     status_code = 409
     type = "conflict_error"
     code = "conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+            param="Idempotency-Key",
+        )
+
+
+class IdempotencyKeyInProgress(Conflict):
+    code = "idempotency_key_in_progress"
+    retryable = True
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed. Retry after it finishes to get its "
+            "response.",
+            param="Idempotency-Key",
+            retry_after=retry_after,
+        )
 
 
 class PayloadTooLarge(PorticoError):

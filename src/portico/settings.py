@@ -215,6 +215,46 @@ def _reveal(value: Any) -> Any:
     return value
 
 
+class IdempotencySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: float = Field(default=86_400, gt=0, description="How long a response is kept for replay (default 24 h).")
+    lock_s: float = Field(
+        default=600, gt=0, description="A request still in progress after this (its process died) may be retried."
+    )
+
+
+class JobsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    in_process_worker: bool = Field(default=True, description="`portico serve` also runs jobs and batches.")
+    concurrency: int = Field(default=8, ge=1, description="Jobs a worker runs at once.")
+    lease_s: float = Field(
+        default=30,
+        gt=0,
+        description="How long a worker's claim on a job lasts; it renews it every third of that. A claim not "
+        "renewed (the worker died) lapses, and another worker runs the job.",
+    )
+    poll_interval_s: float = Field(default=0.2, gt=0, description="How often an idle worker looks for work.")
+    max_attempts: int = Field(default=3, ge=1, description="Runs of a job whose worker died, before it fails.")
+    retention_s: float = Field(default=7 * 86_400, gt=0, description="Finished jobs expire after this.")
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=10, gt=0, description="One delivery attempt's timeout.")
+    max_attempts: int = Field(default=8, ge=1, description="Attempts before a delivery is given up.")
+    backoff_s: float = Field(default=2, gt=0, description="First retry delay; doubled per attempt, with jitter.")
+
+
+class FilesSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    directory: Path | None = Field(default=None, description="Where uploaded files live; default `<data_dir>/files`.")
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Larger uploads → 413.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PORTICO_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -250,10 +290,18 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     tiers: list[TierSettings] = Field(default_factory=default_tiers)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'portico.db'}"
+
+    @property
+    def files_directory(self) -> Path:
+        return self.files.directory or self.data_dir / "files"
 
     @property
     def auth_enabled(self) -> bool:

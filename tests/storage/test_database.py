@@ -14,11 +14,23 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from portico.errors import StorageUnavailable
+from portico.storage import resources  # noqa: F401 (its tables are part of the schema compared)
 from portico.storage.database import Database, alembic_config
 from portico.storage.models import Base, Organization, Project
 from tests.databases import POSTGRES_URL
 
-TABLES = {"organizations", "projects", "tiers", "api_keys", "usage_records"}
+TABLES = {"organizations", "projects", "tiers", "api_keys", "usage_records"} | {
+    "idempotency_records",
+    "jobs",
+    "job_events",
+    "webhook_deliveries",
+    "project_secrets",
+    "files",
+    "batches",
+    "conversations",
+    "conversation_messages",
+    "stored_completions",
+}
 
 # Each process waits until all have started, so that their upgrades really overlap.
 UPGRADE_SCRIPT = """

@@ -9,70 +9,43 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, MeterDep, PrincipalDep, SettingsDep, require_json, require_scope
+from portico.api.deps import GenerationDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import (
-    GENERATION_ERRORS,
-    STREAM_DOC,
-    admit,
-    json_response,
-    metered_headers,
-    usage_chunk_extras,
-    wire_usage,
-)
+from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
 from portico.constants import PREFIX_CHAT_COMPLETION, Scope, new_id
-from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
+from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
+from portico.services.generation import ENDPOINT_CHAT
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
 from portico.services.metering import Ticket
 
-ENDPOINT = "/v1/chat/completions"
 router = APIRouter(tags=["chat"], dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)])
 
 
 @router.post(
-    ENDPOINT,
+    ENDPOINT_CHAT,
     response_model=ChatCompletion,
     responses={**GENERATION_ERRORS, 200: {"content": STREAM_DOC}},
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
-    service: InferenceDep,
+    generation: GenerationDep,
     settings: SettingsDep,
-    meter: MeterDep,
     principal: PrincipalDep,
 ) -> Response:
+    if not body.stream:
+        generated = await cancel_on_disconnect(request, generation.chat(body, principal))
+        return json_response(generated.body, headers=metered_headers(generated.ticket))
+    service = generation.inference
     prepared = await service.prepare_chat(body)
-    completion_id = new_id(PREFIX_CHAT_COMPLETION)
-    created = int(time.time())
-    model = prepared.served.snapshot
-    if body.stream:
-        service.ensure_room(prepared)
-        ticket = await admit(meter, principal, prepared, ENDPOINT)
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        events = service.stream(prepared, ticket)
-        chunks = _chunks(events, ticket, completion_id, created, model, body.n, include_usage)
-        return sse_response(
-            chunks,
-            heartbeat_s=settings.heartbeat_interval_s,
-            headers=ticket.headers(),
-            on_close=ticket.settle_unstarted,
-        )
-    ticket = await admit(meter, principal, prepared, ENDPOINT)
-    result = await cancel_on_disconnect(request, service.complete(prepared, ticket))
-    return json_response(
-        ChatCompletion(
-            id=completion_id,
-            created=created,
-            model=model,
-            choices=[
-                ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
-                for i, c in enumerate(result.choices)
-            ],
-            usage=wire_usage(result.usage, ticket),
-        ),
-        headers=metered_headers(ticket),
+    service.ensure_room(prepared)
+    ticket = await generation.admit(principal, prepared, ENDPOINT_CHAT)
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    completion_id, created, model = new_id(PREFIX_CHAT_COMPLETION), int(time.time()), prepared.served.snapshot
+    chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, body.n, include_usage)
+    return sse_response(
+        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=ticket.headers(), on_close=ticket.settle_unstarted
     )
 
 

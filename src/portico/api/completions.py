@@ -9,69 +9,43 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, MeterDep, PrincipalDep, SettingsDep, require_json, require_scope
+from portico.api.deps import GenerationDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import (
-    GENERATION_ERRORS,
-    STREAM_DOC,
-    admit,
-    json_response,
-    metered_headers,
-    usage_chunk_extras,
-    wire_usage,
-)
+from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
 from portico.constants import PREFIX_COMPLETION, Scope, new_id
-from portico.schemas.completions import Completion, CompletionChoice, CompletionRequest
+from portico.schemas.completions import Completion, CompletionRequest
+from portico.services.generation import ENDPOINT_COMPLETIONS
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
 from portico.services.metering import Ticket
 
-ENDPOINT = "/v1/completions"
 router = APIRouter(tags=["completions"], dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)])
 
 
 @router.post(
-    ENDPOINT,
+    ENDPOINT_COMPLETIONS,
     response_model=Completion,
     responses={**GENERATION_ERRORS, 200: {"content": STREAM_DOC}},
 )
 async def create_completion(
     body: CompletionRequest,
     request: Request,
-    service: InferenceDep,
+    generation: GenerationDep,
     settings: SettingsDep,
-    meter: MeterDep,
     principal: PrincipalDep,
 ) -> Response:
+    if not body.stream:
+        generated = await cancel_on_disconnect(request, generation.completion(body, principal))
+        return json_response(generated.body, headers=metered_headers(generated.ticket))
+    service = generation.inference
     prepared = await service.prepare_completion(body)
-    completion_id = new_id(PREFIX_COMPLETION)
-    created = int(time.time())
-    model = prepared.served.snapshot
-    if body.stream:
-        service.ensure_room(prepared)
-        ticket = await admit(meter, principal, prepared, ENDPOINT)
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
-        return sse_response(
-            chunks,
-            heartbeat_s=settings.heartbeat_interval_s,
-            headers=ticket.headers(),
-            on_close=ticket.settle_unstarted,
-        )
-    ticket = await admit(meter, principal, prepared, ENDPOINT)
-    result = await cancel_on_disconnect(request, service.complete(prepared, ticket))
-    return json_response(
-        Completion(
-            id=completion_id,
-            created=created,
-            model=model,
-            choices=[
-                CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
-                for i, c in enumerate(result.choices)
-            ],
-            usage=wire_usage(result.usage, ticket),
-        ),
-        headers=metered_headers(ticket),
+    service.ensure_room(prepared)
+    ticket = await generation.admit(principal, prepared, ENDPOINT_COMPLETIONS)
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    completion_id, created, model = new_id(PREFIX_COMPLETION), int(time.time()), prepared.served.snapshot
+    chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
+    return sse_response(
+        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=ticket.headers(), on_close=ticket.settle_unstarted
     )
 
 

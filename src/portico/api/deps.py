@@ -13,6 +13,7 @@ from portico.engines.registry import ModelRegistry
 from portico.errors import InsufficientScope, MissingApiKey, UnsupportedMediaType
 from portico.services.admin import AdminService
 from portico.services.embeddings import EmbeddingService
+from portico.services.generation import GenerationService
 from portico.services.inference import InferenceService
 from portico.services.metering import Meter
 from portico.services.usage import UsageService
@@ -43,6 +44,11 @@ def get_embeddings(request: Request) -> EmbeddingService:
 def get_meter(request: Request) -> Meter:
     meter: Meter = request.app.state.meter
     return meter
+
+
+def get_generation(request: Request) -> GenerationService:
+    service: GenerationService = request.app.state.generation
+    return service
 
 
 def get_database(request: Request) -> Database:
@@ -114,6 +120,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 MeterDep = Annotated[Meter, Depends(get_meter)]
+GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]

@@ -7,19 +7,13 @@ import time
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, MeterDep, PrincipalDep, RegistryDep, require_json, require_scope
+from portico.api.deps import GenerationDep, PrincipalDep, RegistryDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import (
-    GENERATION_ERRORS,
-    admit,
-    error_responses,
-    json_response,
-    metered_headers,
-    wire_usage,
-)
+from portico.api.responses import GENERATION_ERRORS, error_responses, json_response, metered_headers
 from portico.constants import OWNED_BY, PREFIX_PREDICTION, Scope, new_id
 from portico.engines.registry import ServedModel
 from portico.schemas.models import Model, ModelList, Prediction, PredictRequest
+from portico.services.generation import wire_usage
 
 router = APIRouter(tags=["models"])
 
@@ -57,12 +51,12 @@ async def get_model(model: str, registry: RegistryDep) -> Response:
     dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)],
 )
 async def predict(
-    model: str, body: PredictRequest, request: Request, service: InferenceDep, meter: MeterDep, principal: PrincipalDep
+    model: str, body: PredictRequest, request: Request, generation: GenerationDep, principal: PrincipalDep
 ) -> Response:
     """One input string in, one output string out: for clients that do not speak chat."""
-    prepared = await service.prepare_predict(model, body)
-    ticket = await admit(meter, principal, prepared, "/v1/models/{model}/predict")
-    result = await cancel_on_disconnect(request, service.complete(prepared, ticket))
+    prepared = await generation.inference.prepare_predict(model, body)
+    ticket = await generation.admit(principal, prepared, "/v1/models/{model}/predict")
+    result = await cancel_on_disconnect(request, generation.inference.complete(prepared, ticket))
     (choice,) = result.choices
     return json_response(
         Prediction(

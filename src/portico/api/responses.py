@@ -7,30 +7,15 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from portico.auth.principal import Principal
 from portico.constants import HEADER_REQUEST_COST
-from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.errors import ErrorEnvelope
 from portico.services import inference
-from portico.services.metering import Meter, Ticket
+from portico.services.generation import wire_usage
+from portico.services.metering import Ticket
 
 
 def json_response(body: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
-
-
-def wire_usage(usage: inference.Usage, ticket: Ticket) -> Usage:
-    return Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
-        cost=ticket.cost_of(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-        ),
-    )
 
 
 def usage_chunk_extras(usage: inference.Usage, ticket: Ticket) -> dict[str, Any]:
@@ -47,17 +32,6 @@ def metered_headers(ticket: Ticket) -> dict[str, str]:
     if ticket.settlement is not None:
         headers[HEADER_REQUEST_COST] = f"{ticket.settlement.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
     return headers
-
-
-async def admit(meter: Meter, principal: Principal, prepared: inference.PreparedGeneration, endpoint: str) -> Ticket:
-    return await meter.admit(
-        principal,
-        endpoint=endpoint,
-        model=prepared.served.snapshot,
-        pricing=prepared.served.settings.pricing,
-        prompt_tokens=prepared.prompt_tokens,
-        max_completion_tokens=prepared.max_completion_tokens,
-    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

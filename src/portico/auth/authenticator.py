@@ -64,6 +64,15 @@ class Authenticator:
         self._last_used[parts.key_id] = now
         return state.principal
 
+    async def principal_for_key(self, key_id: str) -> Principal:
+        """Who a stored request of ``key_id`` (a job, a batch line) acts as now: revoked or expired keys stop."""
+        state = await self._state(key_id)
+        if state is None or state.revoked:
+            raise RevokedApiKey()
+        if state.expires_at is not None and state.expires_at <= int(time.time()):
+            raise ExpiredApiKey()
+        return state.principal
+
     def forget(self, key_id: str) -> None:
         """Drop a cached key at once (this process changed it)."""
         self._cache.pop(key_id, None)

@@ -109,6 +109,13 @@ class ControlPlane:
             logger.warning(FIRST_KEY_HINT)
         return cls(database, admin, authenticator, local_principal, meter, UsageService(database, recorder))
 
+    async def principal_for(self, key_id: str | None) -> Principal:
+        """Who work stored by a request (a job, a batch) acts as when it runs: the key that created it, as the
+        key is now (a revoked key's queued work fails), or the local principal while auth is off."""
+        if key_id is None or self.authenticator is None:
+            return self.local_principal
+        return await self.authenticator.principal_for_key(key_id)
+
     async def close(self) -> None:
         """Settle what is in flight, write every usage record, then close the database."""
         await self.meter.close()

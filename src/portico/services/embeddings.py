@@ -7,14 +7,16 @@ model would have to truncate is rejected instead; nothing is silently cut.
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portico.constants import INLINE_TOKENIZE_CHARS
+from portico.constants import INLINE_TOKENIZE_CHARS, Priority
 from portico.engines.base import Embedder
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
-from portico.schemas.embeddings import EmbeddingRequest
+from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from portico.services.metering import Ticket, UsageCounts, settled_on_exit
 
 
@@ -56,12 +58,14 @@ class EmbeddingService:
                 )
         return PreparedEmbedding(served, embedder, inputs)
 
-    async def embed(self, prepared: PreparedEmbedding, ticket: Ticket) -> list[list[float]]:
+    async def embed(
+        self, prepared: PreparedEmbedding, ticket: Ticket, *, priority: Priority = Priority.INTERACTIVE
+    ) -> list[list[float]]:
         """One vector per input, in order; waits for an admission slot first like any other request.
         The input tokens are billed once the vectors are made (an embedding has no partial result)."""
         used = UsageCounts(0)
         with settled_on_exit(ticket, lambda: used):
-            async with prepared.served.queue.slot():
+            async with prepared.served.queue.slot(priority):
                 vectors = await prepared.embedder.embed(prepared.inputs)
             used = UsageCounts(prepared.prompt_tokens)
         return vectors
@@ -90,3 +94,23 @@ def _check_vocabulary(embedder: Embedder, tokens: Sequence[int], param: str) -> 
                 f"{embedder.vocabulary_size - 1}). Token ids must come from the model's own tokenizer.",
                 param=param,
             )
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def embedding_list(
+    prepared: PreparedEmbedding, vectors: list[list[float]], encoding_format: str, ticket: Ticket
+) -> EmbeddingList:
+    """The endpoint's response body: vectors in order (as floats or base64), the model snapshot, usage and cost."""
+    as_base64 = encoding_format == "base64"
+    cost = ticket.settlement.cost_usd if ticket.settlement is not None else 0.0
+    return EmbeddingList(
+        data=[
+            Embedding(index=i, embedding=_base64(vector) if as_base64 else vector) for i, vector in enumerate(vectors)
+        ],
+        model=prepared.served.snapshot,
+        usage=EmbeddingUsage(prompt_tokens=prepared.prompt_tokens, total_tokens=prepared.prompt_tokens, cost=cost),
+    )

@@ -7,11 +7,11 @@ stream of ``ChoiceDelta`` / ``ChoiceEnd`` events followed by one ``UsageReport``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from portico.constants import INLINE_TOKENIZE_CHARS, Capability, FinishReason
+from portico.constants import INLINE_TOKENIZE_CHARS, Capability, FinishReason, Priority
 from portico.engines.base import ChatTurn, Engine, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.errors import (
@@ -222,18 +222,28 @@ class InferenceService:
         """Raise ``EngineOverloaded`` now, before a stream's headers go out, if the queue is full."""
         prepared.served.queue.ensure_room()
 
-    async def complete(self, prepared: PreparedGeneration, ticket: Ticket) -> GenerationResult:
+    async def complete(
+        self,
+        prepared: PreparedGeneration,
+        ticket: Ticket,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        on_delta: Callable[[int, str], None] | None = None,
+    ) -> GenerationResult:
+        """The whole answer; ``on_delta(choice index, text)`` sees it as it is made."""
         parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
         ends: dict[int, FinishReason] = {}
         progress = _Progress()
         with settled_on_exit(ticket, progress.counts):
-            async with prepared.served.queue.slot():
+            async with prepared.served.queue.slot(priority):
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         async for event in self._events(prepared, progress):
                             if isinstance(event, ChoiceDelta):
                                 ticket.note_first_token()
                                 parts[event.index].append(event.text)
+                                if on_delta is not None:
+                                    on_delta(event.index, event.text)
                             elif isinstance(event, ChoiceEnd):
                                 ends[event.index] = event.finish_reason
                 except TimeoutError:

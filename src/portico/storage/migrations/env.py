@@ -11,6 +11,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
+from portico.storage import resources  # noqa: F401 (registers the resource tables on Base.metadata)
 from portico.storage.models import Base
 
 

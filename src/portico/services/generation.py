@@ -1,0 +1,161 @@
+"""One request body in, the body the sync endpoint answers out: for routes, jobs, batches and conversations.
+
+Each call admits the request against the principal's limits, runs it at the given priority, settles its usage
+however it ends, and returns the same response model the sync endpoint sends (with ``usage.cost``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from portico.auth.principal import Principal
+from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, Priority, new_id
+from portico.errors import InvalidRequest
+from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
+from portico.schemas.common import PromptTokensDetails, Usage
+from portico.schemas.completions import Completion, CompletionChoice, CompletionRequest
+from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
+from portico.services import inference
+from portico.services.embeddings import EmbeddingService, embedding_list
+from portico.services.inference import InferenceService, PreparedGeneration
+from portico.services.metering import Meter, Ticket
+
+ENDPOINT_CHAT = "/v1/chat/completions"
+ENDPOINT_COMPLETIONS = "/v1/completions"
+ENDPOINT_EMBEDDINGS = "/v1/embeddings"
+# Called with (choice index, text) as a generation makes text: job events and partial output.
+OnDelta = Callable[[int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    body: BaseModel  # ChatCompletion | Completion | EmbeddingList
+    ticket: Ticket
+
+
+def wire_usage(usage: inference.Usage, ticket: Ticket) -> Usage:
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+        cost=ticket.cost_of(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        ),
+    )
+
+
+def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
+    """A request body from storage (a job, a batch line) checked as the endpoint would check it."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise InvalidRequest(f"Invalid request body: {where}: {first.get('msg')}.", param=where or None) from None
+
+
+class GenerationService:
+    def __init__(self, inference_service: InferenceService, embeddings: EmbeddingService, meter: Meter) -> None:
+        self.inference = inference_service
+        self.embeddings = embeddings
+        self.meter = meter
+
+    async def admit(self, principal: Principal, prepared: PreparedGeneration, endpoint: str) -> Ticket:
+        return await self.meter.admit(
+            principal,
+            endpoint=endpoint,
+            model=prepared.served.snapshot,
+            pricing=prepared.served.settings.pricing,
+            prompt_tokens=prepared.prompt_tokens,
+            max_completion_tokens=prepared.max_completion_tokens,
+        )
+
+    async def run(
+        self,
+        endpoint: str,
+        raw: dict[str, Any],
+        principal: Principal,
+        *,
+        priority: Priority,
+        on_delta: OnDelta | None = None,
+    ) -> Generated:
+        """A stored request body (job, batch line) for ``endpoint``, validated, then run without streaming."""
+        if endpoint == ENDPOINT_CHAT:
+            chat = _validated(ChatCompletionRequest, {**raw, "stream": False})
+            return await self.chat(chat, principal, priority=priority, on_delta=on_delta)
+        if endpoint == ENDPOINT_COMPLETIONS:
+            body = _validated(CompletionRequest, {**raw, "stream": False})
+            return await self.completion(body, principal, priority=priority, on_delta=on_delta)
+        if endpoint == ENDPOINT_EMBEDDINGS:
+            return await self.embedding(_validated(EmbeddingRequest, raw), principal, priority=priority)
+        raise InvalidRequest(f"Unsupported endpoint '{endpoint}'.", param="endpoint")
+
+    async def chat(
+        self,
+        body: ChatCompletionRequest,
+        principal: Principal,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        on_delta: OnDelta | None = None,
+    ) -> Generated:
+        prepared = await self.inference.prepare_chat(body)
+        ticket = await self.admit(principal, prepared, ENDPOINT_CHAT)
+        result = await self.inference.complete(prepared, ticket, priority=priority, on_delta=on_delta)
+        completion = ChatCompletion(
+            id=new_id(PREFIX_CHAT_COMPLETION),
+            created=int(time.time()),
+            model=prepared.served.snapshot,
+            choices=[
+                ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
+                for i, c in enumerate(result.choices)
+            ],
+            usage=wire_usage(result.usage, ticket),
+        )
+        return Generated(completion, ticket)
+
+    async def completion(
+        self,
+        body: CompletionRequest,
+        principal: Principal,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        on_delta: OnDelta | None = None,
+    ) -> Generated:
+        prepared = await self.inference.prepare_completion(body)
+        ticket = await self.admit(principal, prepared, ENDPOINT_COMPLETIONS)
+        result = await self.inference.complete(prepared, ticket, priority=priority, on_delta=on_delta)
+        completion = Completion(
+            id=new_id(PREFIX_COMPLETION),
+            created=int(time.time()),
+            model=prepared.served.snapshot,
+            choices=[
+                CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
+                for i, c in enumerate(result.choices)
+            ],
+            usage=wire_usage(result.usage, ticket),
+        )
+        return Generated(completion, ticket)
+
+    async def embedding(
+        self, body: EmbeddingRequest, principal: Principal, *, priority: Priority = Priority.INTERACTIVE
+    ) -> Generated:
+        prepared = await self.embeddings.prepare(body)
+        ticket = await self.meter.admit(
+            principal,
+            endpoint=ENDPOINT_EMBEDDINGS,
+            model=prepared.served.snapshot,
+            pricing=prepared.served.settings.pricing,
+            prompt_tokens=prepared.prompt_tokens,
+            max_completion_tokens=0,
+        )
+        vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
+        listing: EmbeddingList = embedding_list(prepared, vectors, body.encoding_format, ticket)
+        return Generated(listing, ticket)
