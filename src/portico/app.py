@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from portico import __version__
-from portico.api import admin, chat, completions, embeddings, health, models, tokenize, usage
+from portico.api import admin, chat, completions, embeddings, health, models, projects, tokenize, usage
 from portico.api.errors import install_error_handlers
 from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from portico.engines.registry import ModelRegistry
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokenize.router,
         usage.router,
         admin.router,
+        projects.router,
         health.router,
     ):
         app.include_router(router)

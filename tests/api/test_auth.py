@@ -43,6 +43,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/admin/tiers"): Scope.KEYS_ADMIN,
     ("GET", "/v1/admin/tiers/{name}"): Scope.KEYS_ADMIN,
     ("DELETE", "/v1/admin/tiers/{name}"): Scope.KEYS_ADMIN,
+    ("DELETE", "/v1/projects/{project_id}/data"): Scope.KEYS_ADMIN,
 }
 OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
 

@@ -106,3 +106,23 @@ class Deleted(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+class ErasedCounts(BaseModel):
+    stored_completions: int
+    conversations: int
+    conversation_messages: int
+    jobs: int
+    job_events: int
+    batches: int
+    files: int
+    file_bytes: int
+    idempotency_records: int
+    webhook_deliveries: int
+
+
+class ProjectDataDeletion(BaseModel):
+    object: Literal["project.data_deletion"] = "project.data_deletion"
+    project_id: str
+    deleted: ErasedCounts
+    kept: list[str] = Field(description="What is not content and stays: the project, its keys, usage records.")
