@@ -9,16 +9,39 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from portico import __version__
-from portico.api import admin, chat, completions, embeddings, health, models, projects, tokenize, usage
+from portico.api import (
+    admin,
+    batches,
+    chat,
+    completions,
+    conversations,
+    embeddings,
+    files,
+    health,
+    jobs,
+    models,
+    projects,
+    stored_completions,
+    tokenize,
+    usage,
+    webhooks,
+)
 from portico.api.errors import install_error_handlers
+from portico.api.idempotency import IdempotencyMiddleware
 from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from portico.engines.registry import ModelRegistry
+from portico.api.uploads import MULTIPART_OVERHEAD_BYTES
+from portico.jobs.host import WorkerHost
 from portico.observability.logging import stamp_request_ids
-from portico.services.control_plane import ControlPlane
-from portico.services.embeddings import EmbeddingService
-from portico.services.generation import GenerationService
-from portico.services.inference import InferenceService
+from portico.runtime import Runtime
+from portico.services.batches import BatchService
+from portico.services.conversations import ConversationService
+from portico.services.files import FileService
+from portico.services.idempotency import IdempotencyService
+from portico.services.jobs import JobService
+from portico.services.stored_completions import StoredCompletionService
+from portico.services.webhooks import WebhookService
 from portico.settings import Settings
+from portico.storage.files import FileStore
 
 logger = logging.getLogger("portico")
 
@@ -29,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        control = await ControlPlane.open(settings)
+        runtime = await Runtime.open(settings)
+        control, registry, generation = runtime.control, runtime.registry, runtime.generation
         app.state.control = control
         app.state.database = control.database
         app.state.admin = control.admin
@@ -37,18 +61,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.local_principal = control.local_principal
         app.state.meter = control.meter
         app.state.usage = control.usage
-        registry = ModelRegistry(settings.models, settings.queue)
         app.state.registry = registry
-        app.state.inference = InferenceService(registry, settings)
-        app.state.embeddings = EmbeddingService(registry)
-        app.state.generation = GenerationService(app.state.inference, app.state.embeddings, control.meter)
-        await registry.start()
+        app.state.inference = runtime.inference
+        app.state.embeddings = runtime.embeddings
+        app.state.generation = generation
+        app.state.jobs = JobService(control.database, generation, settings.jobs)
+        app.state.webhooks = WebhookService(control.database)
+        app.state.conversations = ConversationService(control.database, generation, registry, settings)
+        app.state.stored_completions = StoredCompletionService(control.database, registry)
+        app.state.idempotency = IdempotencyService(control.database, settings.idempotency)
+        files_store = FileStore(settings.files_directory)
+        app.state.files = FileService(control.database, files_store, max_bytes=settings.files.max_bytes)
+        app.state.batches = BatchService(control.database)
+        worker = WorkerHost.in_process(runtime.worker_context())
+        await runtime.start()
+        await worker.start()  # after the engines: it may claim a job or a batch at once
         logger.info("ready", extra={"models": [served.alias for served in registry]})
         try:
             yield
         finally:
-            await registry.close()
-            await control.close()
+            await app.state.conversations.close()
+            await worker.close()  # running jobs and batches finish or go back to the queue, before the engines stop
+            await runtime.close()
 
     app = FastAPI(
         title="Portico",
@@ -60,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (
         chat.router,
+        stored_completions.router,
+        conversations.router,
         completions.router,
         embeddings.router,
         models.router,
@@ -67,13 +103,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage.router,
         admin.router,
         projects.router,
+        files.router,
+        batches.router,
         health.router,
+        jobs.router,
+        webhooks.router,
     ):
         app.include_router(router)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
     #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.
-    #   2. BodyLimitMiddleware: bodies over max_body_bytes are a 413 before any parsing.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    #   2. BodyLimitMiddleware: bodies over max_body_bytes are a 413 before any parsing; file uploads stream
+    #      through unbuffered, up to files.max_bytes plus the multipart framing (the route enforces the file's own).
+    #   3. IdempotencyMiddleware: a POST with an Idempotency-Key replays the stored response of its first run.
+    app.add_middleware(IdempotencyMiddleware)
+    upload_limit = settings.files.max_bytes + MULTIPART_OVERHEAD_BYTES
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed={files.UPLOAD_PATH: upload_limit}
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

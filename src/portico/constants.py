@@ -35,6 +35,7 @@ PREFIX_LEASE = "lease_"  # a request's concurrency lease in the limiter
 PREFIX_JOB = "job_"
 PREFIX_BATCH = "batch_"
 PREFIX_FILE = "file-"
+PREFIX_BATCH_REQUEST = "batch_req_"  # one line of a batch's output or error file
 PREFIX_CONVERSATION = "conv_"
 PREFIX_MESSAGE = "msg_"
 PREFIX_WEBHOOK = "msg_"  # Standard Webhooks message ids
@@ -96,6 +97,27 @@ class JobStatus(StrEnum):
     EXPIRED = "expired"  # finished longer ago than the retention; result erased
 
 
+class JobType(StrEnum):
+    """What a job runs: the body of the sync endpoint of the same name."""
+
+    CHAT_COMPLETION = "chat.completion"  # POST /v1/chat/completions
+    COMPLETION = "completion"  # POST /v1/completions
+    EMBEDDING = "embedding"  # POST /v1/embeddings
+
+
+class JobEventType(StrEnum):
+    """The SSE events of GET /v1/jobs/{id}/events (all but heartbeat are rows of ``job_events``)."""
+
+    QUEUED = "queued"  # the job was created
+    STARTED = "started"  # a worker began an attempt; attempt > 1 means earlier deltas are void
+    DELTA = "delta"  # text made since the previous delta, per choice (batched, not one per token)
+    HEARTBEAT = "heartbeat"  # nothing happened for a while; never stored
+    COMPLETED = "completed"  # terminal: succeeded, with result, usage (with cost) and timing
+    FAILED = "failed"  # terminal: the error envelope, partial usage and timing
+    CANCELLED = "cancelled"  # terminal: partial usage and timing
+    EXPIRED = "expired"  # terminal: the retention passed; the earlier events were erased
+
+
 class BatchStatus(StrEnum):
     VALIDATING = "validating"  # the input file is being read and checked
     FAILED = "failed"  # the input file could not be used at all
@@ -105,6 +127,11 @@ class BatchStatus(StrEnum):
     EXPIRED = "expired"  # the completion window passed first
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
+
+
+class FilePurpose(StrEnum):
+    BATCH = "batch"  # uploaded: a batch's input (JSONL, one request per line)
+    BATCH_OUTPUT = "batch_output"  # written by a batch: its output or error file
 
 
 class IdempotencyStatus(StrEnum):

@@ -17,7 +17,8 @@
     ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
     ├── Conflict                      409 conflict_error        conflict
     │   ├── IdempotencyKeyReused      409                       idempotency_key_reused
-    │   └── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
+    │   ├── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
+    │   └── ConversationBusy          409                       conversation_busy (retryable)
     ├── PayloadTooLarge               413 invalid_request_error payload_too_large
     ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
     ├── RateLimited                   429 rate_limit_error      (abstract: `code` names the limit; Retry-After)
@@ -28,6 +29,7 @@
     │   └── BudgetExhausted           429                       budget
     ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
     ├── EngineError                   500 server_error          engine_error
+    ├── WorkerLost                    500 server_error          worker_lost (retryable: a job's workers died)
     ├── EngineOverloaded              503 overloaded_error      engine_overloaded (retryable, Retry-After)
     ├── EngineUnavailable             503 overloaded_error      engine_unavailable (retryable, Retry-After)
     ├── LimitsUnavailable             503 service_unavailable   limits_unavailable (retryable; fail-closed)
@@ -207,6 +209,13 @@ class IdempotencyKeyInProgress(Conflict):
         )
 
 
+class ConversationBusy(Conflict):
+    """Another message of the same conversation is being answered, or was added while this one was answered."""
+
+    code = "conversation_busy"
+    retryable = True
+
+
 class PayloadTooLarge(PorticoError):
     status_code = 413
     type = "invalid_request_error"
@@ -264,6 +273,13 @@ class ClientDisconnected(PorticoError):
 
 class EngineError(PorticoError):
     code = "engine_error"
+
+
+class WorkerLost(PorticoError):
+    """A job's worker stopped renewing its lease (it died) on every one of its allowed attempts."""
+
+    code = "worker_lost"
+    retryable = True
 
 
 class EngineOverloaded(PorticoError):

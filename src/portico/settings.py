@@ -237,7 +237,13 @@ class JobsSettings(BaseModel):
     )
     poll_interval_s: float = Field(default=0.2, gt=0, description="How often an idle worker looks for work.")
     max_attempts: int = Field(default=3, ge=1, description="Runs of a job whose worker died, before it fails.")
+    batch_concurrency: int = Field(
+        default=4, ge=1, description="Batch lines a worker runs at once, across its batches (the engine batches them)."
+    )
     retention_s: float = Field(default=7 * 86_400, gt=0, description="Finished jobs expire after this.")
+    timeout_s: float = Field(
+        default=3600, gt=0, description="Longest generation of one job or batch line (interactive: request_timeout_s)."
+    )
 
 
 class WebhookSettings(BaseModel):

@@ -43,13 +43,51 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/admin/tiers"): Scope.KEYS_ADMIN,
     ("GET", "/v1/admin/tiers/{name}"): Scope.KEYS_ADMIN,
     ("DELETE", "/v1/admin/tiers/{name}"): Scope.KEYS_ADMIN,
+    ("GET", "/v1/chat/completions"): Scope.INFERENCE,
+    ("GET", "/v1/chat/completions/{completion_id}"): Scope.INFERENCE,
+    ("POST", "/v1/chat/completions/{completion_id}"): Scope.INFERENCE,
+    ("PATCH", "/v1/chat/completions/{completion_id}"): Scope.INFERENCE,
+    ("DELETE", "/v1/chat/completions/{completion_id}"): Scope.INFERENCE,
+    ("GET", "/v1/chat/completions/{completion_id}/messages"): Scope.INFERENCE,
+    ("POST", "/v1/conversations"): Scope.CONVERSATIONS_WRITE,
+    ("GET", "/v1/conversations"): Scope.CONVERSATIONS_READ,
+    ("GET", "/v1/conversations/{conversation_id}"): Scope.CONVERSATIONS_READ,
+    ("DELETE", "/v1/conversations/{conversation_id}"): Scope.CONVERSATIONS_WRITE,
+    ("GET", "/v1/conversations/{conversation_id}/messages"): Scope.CONVERSATIONS_READ,
+    ("POST", "/v1/conversations/{conversation_id}/messages"): Scope.CONVERSATIONS_WRITE,
     ("DELETE", "/v1/projects/{project_id}/data"): Scope.KEYS_ADMIN,
+    ("POST", "/v1/files"): Scope.FILES_WRITE,
+    ("GET", "/v1/files"): Scope.FILES_READ,
+    ("GET", "/v1/files/{file_id}"): Scope.FILES_READ,
+    ("GET", "/v1/files/{file_id}/content"): Scope.FILES_READ,
+    ("DELETE", "/v1/files/{file_id}"): Scope.FILES_WRITE,
+    ("POST", "/v1/batches"): Scope.JOBS_WRITE,
+    ("GET", "/v1/batches"): Scope.JOBS_READ,
+    ("GET", "/v1/batches/{batch_id}"): Scope.JOBS_READ,
+    ("POST", "/v1/batches/{batch_id}/cancel"): Scope.JOBS_WRITE,
+    ("POST", "/v1/jobs"): Scope.JOBS_WRITE,
+    ("GET", "/v1/jobs"): Scope.JOBS_READ,
+    ("GET", "/v1/jobs/{job_id}"): Scope.JOBS_READ,
+    ("GET", "/v1/jobs/{job_id}/events"): Scope.JOBS_READ,
+    ("POST", "/v1/jobs/{job_id}/cancel"): Scope.JOBS_WRITE,
+    ("DELETE", "/v1/jobs/{job_id}"): Scope.JOBS_WRITE,
+    ("GET", "/v1/webhooks/secret"): Scope.JOBS_READ,
 }
 OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
 
 
 def _concrete(path: str) -> str:
-    return path.format(model="echo", project_id="proj_x", key_id="key_x", name="free")
+    return path.format(
+        model="echo",
+        project_id="proj_x",
+        key_id="key_x",
+        name="free",
+        completion_id="chatcmpl-x",
+        conversation_id="conv_x",
+        file_id="file-x",
+        batch_id="batch_x",
+        job_id="job_x",
+    )
 
 
 @pytest.fixture

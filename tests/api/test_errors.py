@@ -150,7 +150,7 @@ async def test_unknown_route_is_404_in_the_envelope(client: httpx.AsyncClient) -
 
 
 async def test_wrong_method_is_405(client: httpx.AsyncClient) -> None:
-    response = await client.get(CHAT)
+    response = await client.put(CHAT)  # GET lists stored completions; POST creates
 
     assert_envelope(response, 405, "method_not_allowed")
     assert "POST" in response.headers["allow"]

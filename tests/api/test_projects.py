@@ -165,7 +165,7 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
         "webhook_deliveries": 1,
     }
     assert await count_project_rows(app.state.database, doomed.id) == 0
-    assert not doomed_file.exists()
+    assert not doomed_file.exists() and not doomed_file.parent.exists()
     assert await count_project_rows(app.state.database, kept.id) == 7
     assert kept_file.exists()
     # The project and its keys stay usable.

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import GenerationDep, PrincipalDep, SettingsDep, require_json, require_scope
+from portico.api.deps import (
+    GenerationDep,
+    PrincipalDep,
+    SettingsDep,
+    StoredCompletionsDep,
+    require_json,
+    require_scope,
+)
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
@@ -33,9 +40,12 @@ async def create_chat_completion(
     generation: GenerationDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    stored: StoredCompletionsDep,
 ) -> Response:
     if not body.stream:
         generated = await cancel_on_disconnect(request, generation.chat(body, principal))
+        if body.store:
+            await stored.save(principal, body, cast(ChatCompletion, generated.body))
         return json_response(generated.body, headers=metered_headers(generated.ticket))
     service = generation.inference
     prepared = await service.prepare_chat(body)
@@ -43,13 +53,18 @@ async def create_chat_completion(
     ticket = await generation.admit(principal, prepared, ENDPOINT_CHAT)
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     completion_id, created, model = new_id(PREFIX_CHAT_COMPLETION), int(time.time()), prepared.served.snapshot
-    chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, body.n, include_usage)
+    events = service.stream(prepared, ticket)
+    if body.store:
+        events = stored.recorded(
+            events, principal, body, ticket, completion_id=completion_id, created=created, model=model
+        )
+    chunks = chat_chunks(events, ticket, completion_id, created, model, body.n, include_usage)
     return sse_response(
         chunks, heartbeat_s=settings.heartbeat_interval_s, headers=ticket.headers(), on_close=ticket.settle_unstarted
     )
 
 
-async def _chunks(
+async def chat_chunks(
     events: AsyncIterator[StreamEvent],
     ticket: Ticket,
     completion_id: str,
@@ -57,8 +72,10 @@ async def _chunks(
     model: str,
     n: int,
     include_usage: bool,
+    usage_extras: dict[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """OpenAI's chunk sequence: a role chunk per choice, content deltas, a finish chunk, then usage if asked."""
+    """OpenAI's chunk sequence: a role chunk per choice, content deltas, a finish chunk, then usage if asked
+    (with ``usage_extras`` added to that last chunk)."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -72,4 +89,4 @@ async def _chunks(
         elif isinstance(event, ChoiceEnd):
             yield chunk([{"index": event.index, "delta": {}, "finish_reason": event.finish_reason.value}])
         elif include_usage:
-            yield chunk([], **usage_chunk_extras(event.usage, ticket))
+            yield chunk([], **usage_chunk_extras(event.usage, ticket), **(usage_extras or {}))

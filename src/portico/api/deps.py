@@ -12,11 +12,17 @@ from portico.constants import HEADER_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
 from portico.errors import InsufficientScope, MissingApiKey, UnsupportedMediaType
 from portico.services.admin import AdminService
+from portico.services.batches import BatchService
+from portico.services.conversations import ConversationService
 from portico.services.embeddings import EmbeddingService
+from portico.services.files import FileService
 from portico.services.generation import GenerationService
 from portico.services.inference import InferenceService
+from portico.services.jobs import JobService
 from portico.services.metering import Meter
+from portico.services.stored_completions import StoredCompletionService
 from portico.services.usage import UsageService
+from portico.services.webhooks import WebhookService
 from portico.settings import Settings
 from portico.storage.database import Database
 
@@ -63,6 +69,36 @@ def get_admin(request: Request) -> AdminService:
 
 def get_usage(request: Request) -> UsageService:
     service: UsageService = request.app.state.usage
+    return service
+
+
+def get_files(request: Request) -> FileService:
+    service: FileService = request.app.state.files
+    return service
+
+
+def get_batches(request: Request) -> BatchService:
+    service: BatchService = request.app.state.batches
+    return service
+
+
+def get_conversations(request: Request) -> ConversationService:
+    service: ConversationService = request.app.state.conversations
+    return service
+
+
+def get_stored_completions(request: Request) -> StoredCompletionService:
+    service: StoredCompletionService = request.app.state.stored_completions
+    return service
+
+
+def get_jobs(request: Request) -> JobService:
+    service: JobService = request.app.state.jobs
+    return service
+
+
+def get_webhooks(request: Request) -> WebhookService:
+    service: WebhookService = request.app.state.webhooks
     return service
 
 
@@ -124,3 +160,9 @@ GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+StoredCompletionsDep = Annotated[StoredCompletionService, Depends(get_stored_completions)]
+FilesDep = Annotated[FileService, Depends(get_files)]
+BatchesDep = Annotated[BatchService, Depends(get_batches)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,15 +87,24 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads a request body up to ``max_bytes`` before the app sees it; a larger one is a 413."""
+    """Reads a request body up to ``max_bytes`` before the app sees it; a larger one is a 413.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``streamed`` maps upload paths (``POST /v1/files``) to their own, larger limit: their bodies are not
+    buffered but passed on as they arrive (the route writes them to disk), and reading past that limit raises
+    ``PayloadTooLarge`` (413).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _METHODS_WITH_BODY:
             await self.app(scope, receive, send)
+            return
+        if (stream_limit := self.streamed.get(scope["path"])) is not None:
+            await self._pass_streamed(scope, receive, send, stream_limit)
             return
         too_large = PayloadTooLarge(
             f"The request body exceeds this server's limit of {self.max_bytes} bytes. "
@@ -119,6 +129,38 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    async def _pass_streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        too_large = PayloadTooLarge(
+            f"The upload exceeds this server's limit of {limit} bytes. Split it into several smaller files."
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await error_response(too_large)(scope, receive, send)
+                return
+        size = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise too_large
+            return message
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, send_tracked)
+        except PayloadTooLarge as exc:
+            # A route renders it itself; this answers for a reader that let it escape (before any response).
+            if exc is not too_large or started:
+                raise
+            await error_response(too_large)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

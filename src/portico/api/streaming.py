@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,6 +36,24 @@ def data_frame(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class NamedEvent:
+    """An event with a name (``event:``) and, when resumable, an id (``id:``, what a reconnecting client sends
+    back as ``Last-Event-ID``). Chat streams send plain ``data:`` events; job event streams send these."""
+
+    event: str
+    data: dict[str, Any]
+    id: int | None = None
+
+
+def event_frame(event: NamedEvent) -> bytes:
+    head = b"" if event.id is None else b"id: %d\n" % event.id
+    return head + b"event: " + event.event.encode() + b"\n" + data_frame(event.data)
+
+
+SSEEvent = dict[str, Any] | NamedEvent
+
+
 class _SSEResponse(StreamingResponse):
     """A stream that runs ``on_close`` however it ends, even when the client left before the first frame."""
 
@@ -50,34 +69,39 @@ class _SSEResponse(StreamingResponse):
 
 
 def sse_response(
-    events: AsyncIterator[dict[str, Any]],
+    events: AsyncIterator[SSEEvent],
     *,
     heartbeat_s: float,
     headers: dict[str, str] | None = None,
     on_close: Callable[[], None] = lambda: None,
+    done_frame: bool = True,
 ) -> StreamingResponse:
-    return _SSEResponse(_frames(events, heartbeat_s), {**SSE_HEADERS, **(headers or {})}, on_close)
+    """``done_frame=False`` for streams whose last event says they are over (a job's terminal event)."""
+    frames = _frames(events, heartbeat_s, done_frame)
+    return _SSEResponse(frames, {**SSE_HEADERS, **(headers or {})}, on_close)
 
 
-async def _pump(events: AsyncIterator[dict[str, Any]], frames: asyncio.Queue[bytes | None]) -> None:
-    """Turn events into frames: data frames, then ``[DONE]`` on success or one error event otherwise."""
+async def _pump(events: AsyncIterator[SSEEvent], frames: asyncio.Queue[bytes | None], done_frame: bool) -> None:
+    """Turn events into frames, then ``[DONE]`` on success (if asked) or one error event otherwise."""
+    last: bytes | None
     try:
         async for payload in events:
-            await frames.put(data_frame(payload))
-        last = DONE_FRAME
+            await frames.put(event_frame(payload) if isinstance(payload, NamedEvent) else data_frame(payload))
+        last = DONE_FRAME if done_frame else None
     except PorticoError as exc:
         last = data_frame(error_body(exc))
     except Exception:
         logger.exception("stream failed")
         unexpected = PorticoError("The server hit an unexpected error while streaming. Retry the request.")
         last = data_frame(error_body(unexpected))
-    await frames.put(last)
+    if last is not None:
+        await frames.put(last)
     await frames.put(None)
 
 
-async def _frames(events: AsyncIterator[dict[str, Any]], heartbeat_s: float) -> AsyncIterator[bytes]:
+async def _frames(events: AsyncIterator[SSEEvent], heartbeat_s: float, done_frame: bool) -> AsyncIterator[bytes]:
     frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PUMP_BUFFER)
-    pump = asyncio.create_task(_pump(events, frames))
+    pump = asyncio.create_task(_pump(events, frames, done_frame))
     _pumps.add(pump)
     pump.add_done_callback(_pumps.discard)
     try:

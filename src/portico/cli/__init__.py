@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from portico.cli import db, keys, projects
+from portico.cli import db, keys, projects, worker
 from portico.cli.common import console, load_settings
 from portico.observability.logging import configure_logging
 from portico.services.control_plane import FIRST_KEY_HINT, open_admin
@@ -84,6 +84,7 @@ def prepare_database(settings: Settings) -> None:
 app.add_typer(keys.app, name="keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(db.app, name="db")
+app.command(name="worker")(worker.worker)
 
 
 def main() -> None:

@@ -29,6 +29,10 @@ class ChatCompletionRequest(GenerationFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_BOUND)
     response_format: ResponseFormat | None = None
+    store: bool | None = Field(
+        default=None,
+        description="Keep the request and its response (GET /v1/chat/completions/{id}); `metadata` is kept with it.",
+    )
 
 
 class AssistantMessage(BaseModel):

@@ -10,6 +10,7 @@ next lease renewal, and nothing it finishes is written back (its writes are cond
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ async def erase_project_data(database: Database, files_directory: Path, project_
             webhook_deliveries=await _delete(session, WebhookDelivery, project_id),
         )
         await session.commit()
-    await asyncio.to_thread(_unlink_all, files_directory, [row.path for row in file_rows])
+    await asyncio.to_thread(_unlink_all, files_directory, project_id, [row.path for row in file_rows])
     return erased
 
 
@@ -83,12 +84,16 @@ def _count(result: Result[Any]) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _unlink_all(directory: Path, paths: list[str]) -> None:
+def _unlink_all(directory: Path, project_id: str, paths: list[str]) -> None:
+    """The files' bytes, then the project's directory (partial batch results, uploads cut short)."""
     root = directory.resolve()
     for relative in paths:
         target = (root / relative).resolve()
         if root in target.parents:  # never outside the files directory, whatever a row says
             target.unlink(missing_ok=True)
+    project_directory = (root / project_id).resolve()
+    if root in project_directory.parents:
+        shutil.rmtree(project_directory, ignore_errors=True)
 
 
 async def count_project_rows(database: Database, project_id: str) -> int:

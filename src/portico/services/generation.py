@@ -30,6 +30,8 @@ ENDPOINT_COMPLETIONS = "/v1/completions"
 ENDPOINT_EMBEDDINGS = "/v1/embeddings"
 # Called with (choice index, text) as a generation makes text: job events and partial output.
 OnDelta = Callable[[int, str], None]
+# Called with the request's ticket once it is admitted: its settlement is the usage however the run ends.
+OnAdmit = Callable[[Ticket], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,18 @@ def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
 
 
 class GenerationService:
-    def __init__(self, inference_service: InferenceService, embeddings: EmbeddingService, meter: Meter) -> None:
+    def __init__(
+        self,
+        inference_service: InferenceService,
+        embeddings: EmbeddingService,
+        meter: Meter,
+        *,
+        background_timeout_s: float | None = None,
+    ) -> None:
         self.inference = inference_service
         self.embeddings = embeddings
         self.meter = meter
+        self.background_timeout_s = background_timeout_s
 
     async def admit(self, principal: Principal, prepared: PreparedGeneration, endpoint: str) -> Ticket:
         return await self.meter.admit(
@@ -86,16 +96,33 @@ class GenerationService:
         *,
         priority: Priority,
         on_delta: OnDelta | None = None,
+        on_admit: OnAdmit | None = None,
     ) -> Generated:
-        """A stored request body (job, batch line) for ``endpoint``, validated, then run without streaming."""
+        """A stored request body (job, batch line) for ``endpoint``, validated, then run without streaming, with
+        the background time limit (``jobs.timeout_s``) instead of the interactive one."""
         if endpoint == ENDPOINT_CHAT:
             chat = _validated(ChatCompletionRequest, {**raw, "stream": False})
-            return await self.chat(chat, principal, priority=priority, on_delta=on_delta)
+            return await self.chat(
+                chat,
+                principal,
+                priority=priority,
+                on_delta=on_delta,
+                on_admit=on_admit,
+                timeout_s=self.background_timeout_s,
+            )
         if endpoint == ENDPOINT_COMPLETIONS:
             body = _validated(CompletionRequest, {**raw, "stream": False})
-            return await self.completion(body, principal, priority=priority, on_delta=on_delta)
+            return await self.completion(
+                body,
+                principal,
+                priority=priority,
+                on_delta=on_delta,
+                on_admit=on_admit,
+                timeout_s=self.background_timeout_s,
+            )
         if endpoint == ENDPOINT_EMBEDDINGS:
-            return await self.embedding(_validated(EmbeddingRequest, raw), principal, priority=priority)
+            embedding = _validated(EmbeddingRequest, raw)
+            return await self.embedding(embedding, principal, priority=priority, on_admit=on_admit)
         raise InvalidRequest(f"Unsupported endpoint '{endpoint}'.", param="endpoint")
 
     async def chat(
@@ -105,10 +132,16 @@ class GenerationService:
         *,
         priority: Priority = Priority.INTERACTIVE,
         on_delta: OnDelta | None = None,
+        on_admit: OnAdmit | None = None,
+        timeout_s: float | None = None,
     ) -> Generated:
         prepared = await self.inference.prepare_chat(body)
         ticket = await self.admit(principal, prepared, ENDPOINT_CHAT)
-        result = await self.inference.complete(prepared, ticket, priority=priority, on_delta=on_delta)
+        if on_admit is not None:
+            on_admit(ticket)
+        result = await self.inference.complete(
+            prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
+        )
         completion = ChatCompletion(
             id=new_id(PREFIX_CHAT_COMPLETION),
             created=int(time.time()),
@@ -128,10 +161,16 @@ class GenerationService:
         *,
         priority: Priority = Priority.INTERACTIVE,
         on_delta: OnDelta | None = None,
+        on_admit: OnAdmit | None = None,
+        timeout_s: float | None = None,
     ) -> Generated:
         prepared = await self.inference.prepare_completion(body)
         ticket = await self.admit(principal, prepared, ENDPOINT_COMPLETIONS)
-        result = await self.inference.complete(prepared, ticket, priority=priority, on_delta=on_delta)
+        if on_admit is not None:
+            on_admit(ticket)
+        result = await self.inference.complete(
+            prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
+        )
         completion = Completion(
             id=new_id(PREFIX_COMPLETION),
             created=int(time.time()),
@@ -145,7 +184,12 @@ class GenerationService:
         return Generated(completion, ticket)
 
     async def embedding(
-        self, body: EmbeddingRequest, principal: Principal, *, priority: Priority = Priority.INTERACTIVE
+        self,
+        body: EmbeddingRequest,
+        principal: Principal,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        on_admit: OnAdmit | None = None,
     ) -> Generated:
         prepared = await self.embeddings.prepare(body)
         ticket = await self.meter.admit(
@@ -156,6 +200,8 @@ class GenerationService:
             prompt_tokens=prepared.prompt_tokens,
             max_completion_tokens=0,
         )
+        if on_admit is not None:
+            on_admit(ticket)
         vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
         listing: EmbeddingList = embedding_list(prepared, vectors, body.encoding_format, ticket)
         return Generated(listing, ticket)

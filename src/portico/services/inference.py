@@ -229,15 +229,18 @@ class InferenceService:
         *,
         priority: Priority = Priority.INTERACTIVE,
         on_delta: Callable[[int, str], None] | None = None,
+        timeout_s: float | None = None,
     ) -> GenerationResult:
-        """The whole answer; ``on_delta(choice index, text)`` sees it as it is made."""
+        """The whole answer; ``on_delta(choice index, text)`` sees it as it is made. ``timeout_s`` (default:
+        ``request_timeout_s``) bounds the generation: background work (jobs, batches) allows longer."""
+        limit_s = timeout_s or self._timeout_s
         parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
         ends: dict[int, FinishReason] = {}
         progress = _Progress()
         with settled_on_exit(ticket, progress.counts):
             async with prepared.served.queue.slot(priority):
                 try:
-                    async with asyncio.timeout(self._timeout_s):
+                    async with asyncio.timeout(limit_s):
                         async for event in self._events(prepared, progress):
                             if isinstance(event, ChoiceDelta):
                                 ticket.note_first_token()
@@ -248,7 +251,7 @@ class InferenceService:
                                 ends[event.index] = event.finish_reason
                 except TimeoutError:
                     raise GenerationTimeout(
-                        f"Generation did not finish within {self._timeout_s:g} s. "
+                        f"Generation did not finish within {limit_s:g} s. "
                         "Lower max_tokens, or use stream: true to receive tokens as they are made."
                     ) from None
         choices = [ChoiceResult("".join(parts[index]), ends[index]) for index in range(prepared.choice_count)]

@@ -1,0 +1,156 @@
+"""/v1/conversations: create, read, list and delete conversations; post a message and get the answer (or its
+stream); read the history. Writes need conversations:write, reads conversations:read."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from portico.api.chat import chat_chunks
+from portico.api.deps import ConversationsDep, PrincipalDep, SettingsDep, require_json, require_scope
+from portico.api.disconnect import cancel_on_disconnect
+from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, error_responses, json_response, metered_headers
+from portico.api.streaming import sse_response
+from portico.constants import Scope
+from portico.schemas.conversations import (
+    ConversationCreateRequest,
+    ConversationDeleted,
+    ConversationList,
+    ConversationObject,
+    ConversationUsage,
+    MessageCreateRequest,
+    MessageList,
+    MessageObject,
+    TurnObject,
+)
+from portico.services.conversations import Turn, message_view
+from portico.storage.resources import Conversation
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=error_responses(401, 403, 404))
+READ = [require_scope(Scope.CONVERSATIONS_READ)]
+WRITE = [require_scope(Scope.CONVERSATIONS_WRITE)]
+WRITE_JSON = [*WRITE, Depends(require_json)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+SortOrder = Annotated[Literal["asc", "desc"], Query(description="By creation: `asc` (oldest first) or `desc`.")]
+
+
+def _cursors(data: Sequence[ConversationObject | MessageObject]) -> dict[str, str | None]:
+    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
+
+
+def _conversation(row: Conversation) -> ConversationObject:
+    return ConversationObject(
+        id=row.id,
+        created_at=row.created_at,
+        model=row.model,
+        system=row.system,
+        metadata=row.conversation_metadata,
+        context_strategy=row.context_strategy,
+        usage=ConversationUsage(
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.prompt_tokens + row.completion_tokens,
+            cost=row.cost_usd,
+        ),
+    )
+
+
+def _turn(turn: Turn) -> TurnObject:
+    return TurnObject(**message_view(turn.assistant).model_dump(), user_message_id=turn.user.id, context=turn.context)
+
+
+@router.post("", response_model=ConversationObject, status_code=201, dependencies=WRITE_JSON)
+async def create_conversation(
+    body: ConversationCreateRequest, conversations: ConversationsDep, principal: PrincipalDep
+) -> Response:
+    return json_response(_conversation(await conversations.create(principal, body)), status_code=201)
+
+
+@router.get("", response_model=ConversationList, dependencies=READ)
+async def list_conversations(
+    conversations: ConversationsDep,
+    principal: PrincipalDep,
+    limit: Limit = 20,
+    after: str | None = None,
+    order: SortOrder = "asc",
+) -> Response:
+    page = await conversations.list_conversations(principal, limit=limit, after=after, order=order)
+    data = [_conversation(row) for row in page.items]
+    return json_response(ConversationList(data=data, **_cursors(data), has_more=page.has_more))
+
+
+@router.get("/{conversation_id}", response_model=ConversationObject, dependencies=READ)
+async def get_conversation(conversation_id: str, conversations: ConversationsDep, principal: PrincipalDep) -> Response:
+    """The conversation with its token and cost totals (every turn and summary so far)."""
+    return json_response(_conversation(await conversations.get(principal, conversation_id)))
+
+
+@router.delete("/{conversation_id}", response_model=ConversationDeleted, dependencies=WRITE)
+async def delete_conversation(
+    conversation_id: str, conversations: ConversationsDep, principal: PrincipalDep
+) -> Response:
+    await conversations.delete(principal, conversation_id)
+    return json_response(ConversationDeleted(id=conversation_id))
+
+
+@router.get("/{conversation_id}/messages", response_model=MessageList, dependencies=READ)
+async def list_messages(
+    conversation_id: str,
+    conversations: ConversationsDep,
+    principal: PrincipalDep,
+    limit: Limit = 20,
+    after: str | None = None,
+    order: SortOrder = "asc",
+) -> Response:
+    """The whole history, oldest first, including messages no longer in the model's context (`in_context`)."""
+    page = await conversations.list_messages(principal, conversation_id, limit=limit, after=after, order=order)
+    data = [message_view(row) for row in page.items]
+    return json_response(MessageList(data=data, **_cursors(data), has_more=page.has_more))
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    response_model=TurnObject,
+    dependencies=WRITE_JSON,
+    responses={**GENERATION_ERRORS, **error_responses(409), 200: {"content": STREAM_DOC}},
+)
+async def post_message(
+    conversation_id: str,
+    body: MessageCreateRequest,
+    request: Request,
+    conversations: ConversationsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+) -> Response:
+    """Append the user message, generate the answer and store both. With `stream: true`: chat completion chunks
+    (id: the answer's message id), the last one with `usage`, the message ids and `context`, then `[DONE]`."""
+    if not body.stream:
+        turn = await cancel_on_disconnect(request, conversations.post(principal, conversation_id, body))
+        return json_response(_turn(turn), headers=metered_headers(turn.ticket))
+    opened = await cancel_on_disconnect(request, conversations.open_turn(principal, conversation_id, body))
+    extras = {
+        "conversation_id": conversation_id,
+        "message_id": opened.assistant_id,
+        "user_message_id": opened.user.id,
+        "context": opened.context.model_dump(),
+    }
+    chunks = chat_chunks(
+        conversations.stream(opened),
+        opened.ticket,
+        opened.assistant_id,
+        int(time.time()),
+        opened.model,
+        1,
+        include_usage=True,
+        usage_extras=extras,
+    )
+    return sse_response(
+        chunks,
+        heartbeat_s=settings.heartbeat_interval_s,
+        headers=opened.ticket.headers(),
+        on_close=lambda: conversations.close_unstarted(opened),
+    )

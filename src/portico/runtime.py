@@ -1,0 +1,46 @@
+"""What serves requests and runs background work, built once from settings: the control plane, the engines
+and the services over them. ``create_app``'s lifespan and ``portico worker`` both open one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from portico.engines.registry import ModelRegistry
+from portico.jobs.context import WorkerContext
+from portico.services.control_plane import ControlPlane
+from portico.services.embeddings import EmbeddingService
+from portico.services.generation import GenerationService
+from portico.services.inference import InferenceService
+from portico.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    control: ControlPlane
+    registry: ModelRegistry  # not started: ``start`` loads the models
+    inference: InferenceService
+    embeddings: EmbeddingService
+    generation: GenerationService
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Runtime:
+        control = await ControlPlane.open(settings)
+        registry = ModelRegistry(settings.models, settings.queue)
+        inference = InferenceService(registry, settings)
+        embeddings = EmbeddingService(registry)
+        generation = GenerationService(
+            inference, embeddings, control.meter, background_timeout_s=settings.jobs.timeout_s
+        )
+        return cls(settings, control, registry, inference, embeddings, generation)
+
+    async def start(self) -> None:
+        await self.registry.start()
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(self.settings, self.control.database, self.control, self.generation)
+
+    async def close(self) -> None:
+        """The engines first (their generations settle), then the control plane (usage flushed)."""
+        await self.registry.close()
+        await self.control.close()
