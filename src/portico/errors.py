@@ -68,6 +68,20 @@ class PorticoError(Exception):
         # Response headers that belong with this error (e.g. the x-ratelimit-* state on a 429).
         self.headers: dict[str, str] = {}
 
+    def envelope(self, request_id: str | None) -> dict[str, Any]:
+        """The wire form, ``{"error": {...}}``: what an endpoint answers, and what a job or batch line stores."""
+        return {
+            "error": {
+                "type": self.type,
+                "code": self.code,
+                "message": self.message,
+                "param": self.param,
+                "retryable": self.retryable,
+                "request_id": request_id,
+                **self.details,
+            }
+        }
+
 
 class InvalidRequest(PorticoError):
     status_code = 400

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -28,3 +31,13 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, *, timeout_s: float =
             pass
         assert time.monotonic() < deadline, "portico serve did not become ready"
         time.sleep(0.1)
+
+
+PORTICO = Path(sys.executable).parent / "portico"
+
+
+def portico_env(work: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `portico` process in ``work``: none of the caller's PORTICO_* variables, its
+    config file ``work/portico.toml`` and data directory ``work/data``, then ``settings`` (PORTICO_... names)."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("PORTICO_")}
+    return inherited | {"PORTICO_CONFIG": str(work / "portico.toml"), "PORTICO_DATA_DIR": str(work / "data")} | settings

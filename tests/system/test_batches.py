@@ -4,10 +4,8 @@ its server being stopped (SIGTERM) or killed (SIGKILL) and finishes on the next 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,7 +17,7 @@ import pytest
 from openai import OpenAI
 
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import free_port, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +41,12 @@ TERMINAL = {"completed", "failed", "cancelled", "expired"}
 @contextmanager
 def serve(work: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A `portico serve` on a free loopback port (auth off: loopback), with work/portico.toml and work/data."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")} | {
-        "PORTICO_CONFIG": str(work / "portico.toml"),
-        "PORTICO_DATA_DIR": str(work / "data"),
-        **(extra_env or {}),
-    }
+    env = portico_env(work, **(extra_env or {}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    portico = Path(sys.executable).parent / "portico"
     with (work / f"serve-{port}.log").open("w") as log:
         process = subprocess.Popen(
-            [str(portico), "serve", "--port", str(port)], env=env, cwd=work, stdout=log, stderr=log
+            [str(PORTICO), "serve", "--port", str(port)], env=env, cwd=work, stdout=log, stderr=log
         )
         try:
             wait_ready(process, url, timeout_s=60)

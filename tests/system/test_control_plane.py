@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from portico.auth.keys import new_key
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import free_port, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -54,26 +51,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("cluster")
     (work / "portico.toml").write_text(CONFIG)
     admin_key = new_key().plaintext
-    portico = Path(sys.executable).parent / "portico"
+
     with postgres_schema("cluster") as schema:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")} | {
-            "PORTICO_CONFIG": str(work / "portico.toml"),
-            "PORTICO_DATA_DIR": str(work / "data"),
-            "PORTICO_DATABASE_URL": POSTGRES_URL,
-            "PORTICO_DATABASE_SCHEMA": schema,
-            "PORTICO_REDIS_URL": "redis://127.0.0.1:6379/0",
-            "PORTICO_LIMITS__BACKEND": "redis",
-            "PORTICO_AUTH__ENABLED": "true",
-            "PORTICO_AUTH__SECRET": secrets.token_hex(32),
-            "PORTICO_ADMIN_KEY": admin_key,
-        }
+        env = portico_env(
+            work,
+            PORTICO_DATABASE_URL=POSTGRES_URL,
+            PORTICO_DATABASE_SCHEMA=schema,
+            PORTICO_REDIS_URL="redis://127.0.0.1:6379/0",
+            PORTICO_LIMITS__BACKEND="redis",
+            PORTICO_AUTH__ENABLED="true",
+            PORTICO_AUTH__SECRET=secrets.token_hex(32),
+            PORTICO_ADMIN_KEY=admin_key,
+        )
         processes, urls, logs = [], [], []
         try:
             for number in range(2):
                 port = free_port()
                 log = (work / f"serve-{number}.log").open("w")
                 logs.append(log)
-                command = [str(portico), "serve", "--port", str(port)]
+                command = [str(PORTICO), "serve", "--port", str(port)]
                 processes.append(subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log))
                 urls.append(f"http://127.0.0.1:{port}")
             for process, url in zip(processes, urls, strict=True):

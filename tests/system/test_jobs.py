@@ -8,7 +8,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from portico.storage.database import Database
 from portico.storage.models import UsageRecord
 from portico.storage.resources import Job
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import free_port, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +58,18 @@ def _wait_for_log(path: Path, text: str, process: subprocess.Popen[bytes], timeo
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     (tmp_path / "portico.toml").write_text(CONFIG)
     admin_key = new_key().plaintext
-    portico = Path(sys.executable).parent / "portico"
+
     with postgres_schema("jobs") as schema:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTICO_")} | {
-            "PORTICO_CONFIG": str(tmp_path / "portico.toml"),
-            "PORTICO_DATA_DIR": str(tmp_path / "data"),
-            "PORTICO_DATABASE_URL": POSTGRES_URL,
-            "PORTICO_DATABASE_SCHEMA": schema,
-            "PORTICO_AUTH__ENABLED": "true",
-            "PORTICO_AUTH__SECRET": secrets.token_hex(32),
-            "PORTICO_ADMIN_KEY": admin_key,
-            "PORTICO_JOBS__LEASE_S": "2",
-            "PORTICO_JOBS__POLL_INTERVAL_S": "0.1",
-        }
+        env = portico_env(
+            tmp_path,
+            PORTICO_DATABASE_URL=POSTGRES_URL,
+            PORTICO_DATABASE_SCHEMA=schema,
+            PORTICO_AUTH__ENABLED="true",
+            PORTICO_AUTH__SECRET=secrets.token_hex(32),
+            PORTICO_ADMIN_KEY=admin_key,
+            PORTICO_JOBS__LEASE_S="2",
+            PORTICO_JOBS__POLL_INTERVAL_S="0.1",
+        )
         processes: list[subprocess.Popen[bytes]] = []
         logs: list[IO[str]] = []
 
@@ -85,10 +83,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         try:
             port = free_port()
             no_worker = {"PORTICO_JOBS__IN_PROCESS_WORKER": "false"}
-            serve = start("serve", [str(portico), "serve", "--port", str(port)], no_worker)
+            serve = start("serve", [str(PORTICO), "serve", "--port", str(port)], no_worker)
             url = f"http://127.0.0.1:{port}"
             wait_ready(serve, url, timeout_s=60)  # migrated: the workers find the schema ready
-            workers = [start(f"worker-{n}", [str(portico), "worker"], {}) for n in range(2)]
+            workers = [start(f"worker-{n}", [str(PORTICO), "worker"], {}) for n in range(2)]
             for number, worker in enumerate(workers):
                 _wait_for_log(tmp_path / f"worker-{number}.log", "worker ready", worker)
             yield Cluster(url, schema, {worker.pid: worker for worker in workers}, admin_key)

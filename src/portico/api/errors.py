@@ -26,17 +26,7 @@ from portico.observability.logging import request_id_var
 
 
 def error_body(exc: PorticoError) -> dict[str, Any]:
-    return {
-        "error": {
-            "type": exc.type,
-            "code": exc.code,
-            "message": exc.message,
-            "param": exc.param,
-            "retryable": exc.retryable,
-            "request_id": request_id_var.get(),
-            **exc.details,
-        }
-    }
+    return exc.envelope(request_id_var.get())
 
 
 def error_headers(exc: PorticoError) -> dict[str, str]:

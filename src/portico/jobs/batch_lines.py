@@ -99,17 +99,7 @@ def answered(line: RequestLine, request_id: str, body: BaseModel) -> BatchResult
 
 def failed(line: RequestLine, request_id: str, exc: PorticoError) -> BatchResultLine:
     """The line as the endpoint answered it: its status and error envelope, and the error's code and message."""
-    envelope = {
-        "error": {
-            "type": exc.type,
-            "code": exc.code,
-            "message": exc.message,
-            "param": exc.param,
-            "retryable": exc.retryable,
-            "request_id": request_id,
-            **exc.details,
-        }
-    }
+    envelope = exc.envelope(request_id)
     return BatchResultLine(
         id=new_id(PREFIX_BATCH_REQUEST),
         custom_id=line.custom_id,

@@ -27,7 +27,6 @@ from portico.services.jobs import (
     ENDPOINTS,
     announce,
     encode_partial,
-    error_envelope,
     finished_values,
     settled_usage,
 )
@@ -174,7 +173,7 @@ class JobRunner:
                 lapsed_for_good = job.status == JobStatus.RUNNING and job.attempts >= self._settings.max_attempts
                 if job.cancel_requested or lapsed_for_good:
                     status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
-                    error = None if job.cancel_requested else error_envelope(self._worker_lost(job), job.id)
+                    error = None if job.cancel_requested else self._worker_lost(job).envelope(job.id)
                     values = finished_values(status, now, self._settings, error=error)
                     if await store.take_job(session, job, now, values):
                         announce(session, job, values, now, running_s=0.0)
@@ -278,7 +277,7 @@ class JobRunner:
             await self._failed(run, exc)
 
     async def _failed(self, run: _Run, exc: PorticoError) -> None:
-        error = error_envelope(exc, run.job.id)
+        error = exc.envelope(run.job.id)
         await self._finish(run, JobStatus.FAILED, error=error, usage=settled_usage(run.ticket))
 
     # -- writing -------------------------------------------------------------------------------------------

@@ -75,21 +75,6 @@ class JobEventView:
     data: dict[str, Any]
 
 
-def error_envelope(exc: PorticoError, request_id: str) -> dict[str, Any]:
-    """The envelope the sync endpoint would have answered with (its ``request_id`` is the job's id)."""
-    return {
-        "error": {
-            "type": exc.type,
-            "code": exc.code,
-            "message": exc.message,
-            "param": exc.param,
-            "retryable": exc.retryable,
-            "request_id": request_id,
-            **exc.details,
-        }
-    }
-
-
 def settled_usage(ticket: Ticket | None) -> dict[str, Any] | None:
     """What a run that did not succeed was billed (None if it never got as far as admission)."""
     if ticket is None or ticket.settlement is None:
