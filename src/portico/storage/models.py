@@ -92,7 +92,10 @@ class UsageRecord(Base):
     """One request's usage and cost; written in batches, off the request path."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_usage_project_created", "project_id", "created_at"),
+        Index("ix_usage_organization_created", "organization_id", "created_at"),  # org-wide summaries
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(128), index=True)

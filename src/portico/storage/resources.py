@@ -123,7 +123,10 @@ class File(Base):
 
 class Batch(Base):
     __tablename__ = "batches"
-    __table_args__ = (Index("ix_batches_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_batches_project_created", "project_id", "created_at"),
+        Index("ix_batches_claim", "status", "created_at"),  # runners look for work by status
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # batch_...
     project_id: Mapped[str] = mapped_column(String(40))
