@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 from portico import __version__
 from portico.api import (
@@ -28,8 +29,9 @@ from portico.api import (
 )
 from portico.api.errors import install_error_handlers
 from portico.api.idempotency import IdempotencyMiddleware
-from portico.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from portico.api.middleware import BodyLimitMiddleware, ModelVersionMiddleware, RequestContextMiddleware
 from portico.api.uploads import MULTIPART_OVERHEAD_BYTES
+from portico.constants import GZIP_LEVEL, GZIP_MINIMUM_BYTES
 from portico.jobs.host import WorkerHost
 from portico.observability.logging import stamp_request_ids
 from portico.runtime import Runtime
@@ -113,13 +115,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
     #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.
-    #   2. BodyLimitMiddleware: bodies over max_body_bytes are a 413 before any parsing; file uploads stream
+    #   2. GZipMiddleware: bodies of GZIP_MINIMUM_BYTES or more are gzip-compressed when the client accepts it;
+    #      text/event-stream passes through untouched and unbuffered (Starlette excludes it). Outside idempotency,
+    #      so a replay is compressed (or not) for the client asking now, never stored compressed.
+    #   3. BodyLimitMiddleware: bodies over max_body_bytes are a 413 before any parsing; file uploads stream
     #      through unbuffered, up to files.max_bytes plus the multipart framing (the route enforces the file's own).
-    #   3. IdempotencyMiddleware: a POST with an Idempotency-Key replays the stored response of its first run.
+    #   4. IdempotencyMiddleware: a POST with an Idempotency-Key replays the stored response of its first run.
+    #   5. ModelVersionMiddleware: Deprecation/Sunset/Link when the request named a deprecated model snapshot;
+    #      inside idempotency, so a replay repeats them.
+    app.add_middleware(ModelVersionMiddleware)
     app.add_middleware(IdempotencyMiddleware)
     upload_limit = settings.files.max_bytes + MULTIPART_OVERHEAD_BYTES
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed={files.UPLOAD_PATH: upload_limit}
     )
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -17,6 +17,13 @@ HEADER_IDEMPOTENCY_KEY = "idempotency-key"
 HEADER_IDEMPOTENT_REPLAYED = "idempotent-replayed"
 HEADER_LAST_EVENT_ID = "last-event-id"
 HEADER_LOCATION = "location"
+HEADER_CACHE_CONTROL = "cache-control"
+HEADER_CACHE_STATUS = "x-cache-status"  # hit | miss | bypass (docs/cache.md)
+# Model versioning (docs/versioning.md): RFC 9745 Deprecation, RFC 8594 Sunset, RFC 8288 Link.
+HEADER_DEPRECATION = "deprecation"
+HEADER_SUNSET = "sunset"
+HEADER_LINK = "link"
+HEADER_MODEL_REPLACEMENT = "x-model-replacement"
 # Standard Webhooks (https://www.standardwebhooks.com/) headers on every webhook Portico sends.
 HEADER_WEBHOOK_ID = "webhook-id"
 HEADER_WEBHOOK_TIMESTAMP = "webhook-timestamp"
@@ -139,6 +146,22 @@ class IdempotencyStatus(StrEnum):
     COMPLETED = "completed"  # its response is stored for replay
 
 
+class CacheStatus(StrEnum):
+    """What the response cache did for a request (the X-Cache-Status header)."""
+
+    HIT = "hit"  # answered from the cache: no engine work, cost 0
+    MISS = "miss"  # cacheable, generated now (and stored)
+    BYPASS = "bypass"  # not cacheable (sampling, a stream), `Cache-Control: no-store`, or the cache is off
+
+
+class CacheMode(StrEnum):
+    """What the client allows the cache to do (from its Cache-Control header)."""
+
+    USE = "use"  # read, and store a fresh answer
+    REFRESH = "refresh"  # no-cache: don't read, but store the fresh answer
+    SKIP = "skip"  # no-store: neither read nor store
+
+
 class Priority(IntEnum):
     """Admission order in front of an engine: a lower value is served first."""
 
@@ -147,5 +170,19 @@ class Priority(IntEnum):
     BATCH = 2  # batch files: throughput matters, latency does not
 
 
+# Response compression: smaller bodies gain too little; level 6 is zlib's default, near level 9's size at a
+# fraction of its CPU.
+GZIP_MINIMUM_BYTES = 1024
+GZIP_LEVEL = 6
+
 # Redis key prefixes (each backend adds its own structure below its prefix).
 REDIS_PREFIX_LIMITS = "portico:lim:"
+REDIS_PREFIX_CACHE = "portico:cache:"
+
+
+class SnapshotStatus(StrEnum):
+    """Where a model snapshot is in its life (docs/versioning.md)."""
+
+    ACTIVE = "active"  # served, no end announced
+    DEPRECATED = "deprecated"  # served, with Deprecation/Sunset headers naming the replacement
+    RETIRED = "retired"  # refused: 410 model_retired

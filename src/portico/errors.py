@@ -19,6 +19,7 @@
     │   ├── IdempotencyKeyReused      409                       idempotency_key_reused
     │   ├── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
     │   └── ConversationBusy          409                       conversation_busy (retryable)
+    ├── ModelRetired                  410 invalid_request_error model_retired (+ replacement)
     ├── PayloadTooLarge               413 invalid_request_error payload_too_large
     ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
     ├── RateLimited                   429 rate_limit_error      (abstract: `code` names the limit; Retry-After)
@@ -185,6 +186,26 @@ class ModelNotFound(NotFound):
         super().__init__(
             f"The model '{model}' does not exist. GET /v1/models lists the models this server serves.",
             param="model",
+        )
+
+
+class ModelRetired(PorticoError):
+    """A snapshot that was served once and is no longer: 410, naming what to use instead."""
+
+    status_code = 410
+    type = "invalid_request_error"
+    code = "model_retired"
+
+    def __init__(self, model: str, replacement: str | None) -> None:
+        advice = (
+            f"Use '{replacement}' instead."
+            if replacement is not None
+            else "GET /v1/models lists the models this server serves."
+        )
+        super().__init__(
+            f"The model '{model}' has been retired and no longer answers. {advice}",
+            param="model",
+            details={"replacement": replacement},
         )
 
 

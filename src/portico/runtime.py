@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portico.cache import build_cache_backend
 from portico.engines.registry import ModelRegistry
 from portico.jobs.context import WorkerContext
+from portico.services.cache import ResponseCache
 from portico.services.control_plane import ControlPlane
 from portico.services.embeddings import EmbeddingService
 from portico.services.generation import GenerationService
@@ -29,8 +31,11 @@ class Runtime:
         registry = ModelRegistry(settings.models, settings.queue)
         inference = InferenceService(registry, settings)
         embeddings = EmbeddingService(registry)
+        cache = (
+            ResponseCache(build_cache_backend(settings), ttl_s=settings.cache.ttl_s) if settings.cache.enabled else None
+        )
         generation = GenerationService(
-            inference, embeddings, control.meter, background_timeout_s=settings.jobs.timeout_s
+            inference, embeddings, control.meter, background_timeout_s=settings.jobs.timeout_s, cache=cache
         )
         return cls(settings, control, registry, inference, embeddings, generation)
 
@@ -43,4 +48,6 @@ class Runtime:
     async def close(self) -> None:
         """The engines first (their generations settle), then the control plane (usage flushed)."""
         await self.registry.close()
+        if self.generation.cache is not None:
+            await self.generation.cache.close()
         await self.control.close()

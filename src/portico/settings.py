@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from portico.constants import REDIS_PREFIX_CACHE
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -63,10 +66,36 @@ class PricingSettings(BaseModel):
     )
 
 
-class ModelSettings(BaseModel):
-    """One served model: the public alias, the snapshot it currently points to, and how to run it."""
+class LifecycleSettings(BaseModel):
+    """Where a snapshot is in its life: active, deprecated (still served, with Deprecation/Sunset headers)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    deprecated: date | None = Field(
+        default=None,
+        description="Date from which the snapshot is deprecated (may be in the future): it still answers, with "
+        "`Deprecation` and `Sunset` headers. See docs/versioning.md.",
+    )
+    sunset: date | None = Field(default=None, description="Date after which it may stop answering (`Sunset`).")
+    replacement: str | None = Field(
+        default=None, description="Model name (alias or snapshot) clients should move to; named in headers and 410s."
+    )
+
+
+class SnapshotSettings(LifecycleSettings):
+    """An older snapshot of a model that stays addressable by its id; the model's engine answers it."""
+
+    id: str = Field(description="Snapshot id clients may pin in `model`, e.g. `smollm2-135m-instruct-20240901`.")
+    retired: bool = Field(
+        default=False, description="Requests naming it are refused with 410 `model_retired` naming `replacement`."
+    )
+
+
+class ModelSettings(LifecycleSettings):
+    """One served model: the public alias, the snapshot it currently points to, and how to run it.
+
+    Its own ``deprecated``/``sunset``/``replacement`` describe the current snapshot (and so the alias).
+    """
 
     alias: str = Field(description="Public name clients send in `model`, e.g. `smollm2`.")
     snapshot: str = Field(description="Pinned snapshot id reported in responses' `model`; also accepted.")
@@ -107,6 +136,15 @@ class ModelSettings(BaseModel):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
     sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
+    previous_snapshots: list[SnapshotSettings] = Field(
+        default_factory=list,
+        description="Older snapshots still accepted in `model`, answered by this model's engine. See "
+        "docs/versioning.md.",
+    )
+
+    def names(self) -> list[str]:
+        """Every name a request may send for this model: the alias, the current snapshot, older snapshots."""
+        return [self.alias, self.snapshot, *(previous.id for previous in self.previous_snapshots)]
 
 
 def default_models() -> list[ModelSettings]:
@@ -210,7 +248,7 @@ def _reveal(value: Any) -> Any:
     """Secrets and paths as plain strings, for handing settings to child processes."""
     if isinstance(value, SecretStr):
         return value.get_secret_value()
-    if isinstance(value, Path):
+    if isinstance(value, Path | date):
         return str(value)
     return value
 
@@ -261,6 +299,20 @@ class FilesSettings(BaseModel):
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Larger uploads → 413.")
 
 
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Answer repeated deterministic requests from the cache.")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="`memory`: per process (LRU). `redis`: shared by every process (needs `redis_url`).",
+    )
+    ttl_s: float = Field(default=3600, gt=0, description="How long a cached answer is served.")
+    max_entries: int = Field(default=10_000, ge=1, description="`memory`: answers kept, least recently used out first.")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="`memory`: total size of the answers kept.")
+    key_prefix: str = Field(default=REDIS_PREFIX_CACHE, description="`redis`: prefix of the cache's keys.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PORTICO_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -300,6 +352,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @property
     def database(self) -> str:
@@ -319,16 +372,33 @@ class Settings(BaseSettings):
     def _redis_backends_have_a_url(self) -> Settings:
         if self.limits.backend == "redis" and not self.redis_url:
             raise ValueError("limits.backend = 'redis' needs redis_url (PORTICO_REDIS_URL)")
+        if self.cache.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.backend = 'redis' needs redis_url (PORTICO_REDIS_URL)")
         return self
 
     @model_validator(mode="after")
     def _model_names_are_unique(self) -> Settings:
         seen: set[str] = set()
         for model in self.models:
-            for name in {model.alias, model.snapshot}:
+            for name in dict.fromkeys(model.names()):
                 if name in seen:
-                    raise ValueError(f"model name '{name}' is used by more than one model")
+                    raise ValueError(f"model name '{name}' is used by more than one model or snapshot")
                 seen.add(name)
+        return self
+
+    @model_validator(mode="after")
+    def _replacements_are_served(self) -> Settings:
+        retired = {previous.id for model in self.models for previous in model.previous_snapshots if previous.retired}
+        served = {name for model in self.models for name in model.names()} - retired
+        for model in self.models:
+            current = [(model.snapshot, model, {model.alias, model.snapshot})]
+            for name, lifecycle, itself in current + [(p.id, p, {p.id}) for p in model.previous_snapshots]:
+                replacement = lifecycle.replacement
+                if replacement is not None and (replacement not in served or replacement in itself):
+                    raise ValueError(
+                        f"snapshot '{name}' names replacement '{replacement}', which is not another served, "
+                        "unretired model name (an alias or a snapshot id)"
+                    )
         return self
 
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from portico.api.caching import CacheModeDep, cache_status_header
 from portico.api.deps import (
     GenerationDep,
     PrincipalDep,
@@ -20,7 +21,7 @@ from portico.api.deps import (
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
-from portico.constants import PREFIX_CHAT_COMPLETION, Scope, new_id
+from portico.constants import PREFIX_CHAT_COMPLETION, CacheStatus, Scope, new_id
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.services.generation import ENDPOINT_CHAT
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
@@ -41,12 +42,14 @@ async def create_chat_completion(
     settings: SettingsDep,
     principal: PrincipalDep,
     stored: StoredCompletionsDep,
+    cache: CacheModeDep,
 ) -> Response:
     if not body.stream:
-        generated = await cancel_on_disconnect(request, generation.chat(body, principal))
+        generated = await cancel_on_disconnect(request, generation.chat(body, principal, cache=cache))
         if body.store:
             await stored.save(principal, body, cast(ChatCompletion, generated.body))
-        return json_response(generated.body, headers=metered_headers(generated.ticket))
+        headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
+        return json_response(generated.body, headers=headers)
     service = generation.inference
     prepared = await service.prepare_chat(body)
     service.ensure_room(prepared)
@@ -59,8 +62,9 @@ async def create_chat_completion(
             events, principal, body, ticket, completion_id=completion_id, created=created, model=model
         )
     chunks = chat_chunks(events, ticket, completion_id, created, model, body.n, include_usage)
+    headers = {**ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}  # streams are never cached
     return sse_response(
-        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=ticket.headers(), on_close=ticket.settle_unstarted
+        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=ticket.settle_unstarted
     )
 
 

@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from portico.api.caching import CacheModeDep, cache_status_header
 from portico.api.deps import GenerationDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
-from portico.constants import PREFIX_COMPLETION, Scope, new_id
+from portico.constants import PREFIX_COMPLETION, CacheStatus, Scope, new_id
 from portico.schemas.completions import Completion, CompletionRequest
 from portico.services.generation import ENDPOINT_COMPLETIONS
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
@@ -33,10 +34,12 @@ async def create_completion(
     generation: GenerationDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    cache: CacheModeDep,
 ) -> Response:
     if not body.stream:
-        generated = await cancel_on_disconnect(request, generation.completion(body, principal))
-        return json_response(generated.body, headers=metered_headers(generated.ticket))
+        generated = await cancel_on_disconnect(request, generation.completion(body, principal, cache=cache))
+        headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
+        return json_response(generated.body, headers=headers)
     service = generation.inference
     prepared = await service.prepare_completion(body)
     service.ensure_room(prepared)
@@ -44,8 +47,9 @@ async def create_completion(
     include_usage = body.stream_options is not None and body.stream_options.include_usage
     completion_id, created, model = new_id(PREFIX_COMPLETION), int(time.time()), prepared.served.snapshot
     chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
+    headers = {**ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}  # streams are never cached
     return sse_response(
-        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=ticket.headers(), on_close=ticket.settle_unstarted
+        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=ticket.settle_unstarted
     )
 
 

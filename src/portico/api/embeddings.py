@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from portico.api.caching import CacheModeDep, cache_status_header
 from portico.api.deps import GenerationDep, PrincipalDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import error_responses, json_response, metered_headers
@@ -21,7 +22,8 @@ router = APIRouter(tags=["embeddings"], dependencies=[require_scope(Scope.INFERE
     responses=error_responses(400, 401, 403, 404, 413, 415, 429, 500, 503),
 )
 async def create_embeddings(
-    body: EmbeddingRequest, request: Request, generation: GenerationDep, principal: PrincipalDep
+    body: EmbeddingRequest, request: Request, generation: GenerationDep, principal: PrincipalDep, cache: CacheModeDep
 ) -> Response:
-    generated = await cancel_on_disconnect(request, generation.embedding(body, principal))
-    return json_response(generated.body, headers=metered_headers(generated.ticket))
+    generated = await cancel_on_disconnect(request, generation.embedding(body, principal, cache=cache))
+    headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
+    return json_response(generated.body, headers=headers)

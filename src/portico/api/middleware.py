@@ -11,6 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portico.api.errors import error_response
+from portico.api.versioning import deprecation_headers
 from portico.constants import (
     HEADER_PROCESSING_MS,
     HEADER_REQUEST_ID,
@@ -18,6 +19,7 @@ from portico.constants import (
     REQUEST_ID_PATTERN,
     new_id,
 )
+from portico.engines.versions import noting_named_versions
 from portico.errors import PayloadTooLarge, PorticoError
 from portico.observability.logging import request_id_var
 
@@ -84,6 +86,32 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class ModelVersionMiddleware:
+    """Deprecation, Sunset and successor Link headers when the request named a deprecated model snapshot.
+
+    The registry notes each snapshot it resolves during the request (``engines.versions``). Innermost, so the
+    headers are part of the response an idempotent replay stores and repeats.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with noting_named_versions() as named:
+
+            async def send_with_versions(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = MutableHeaders(scope=message)
+                    for name, value in deprecation_headers(named):
+                        headers.append(name, value)
+                await send(message)
+
+            await self.app(scope, receive, send_with_versions)
 
 
 class BodyLimitMiddleware:

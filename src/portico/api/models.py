@@ -10,9 +10,11 @@ from starlette.responses import Response
 from portico.api.deps import GenerationDep, PrincipalDep, RegistryDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import GENERATION_ERRORS, error_responses, json_response, metered_headers
+from portico.api.versioning import unix_seconds
 from portico.constants import OWNED_BY, PREFIX_PREDICTION, Scope, new_id
 from portico.engines.registry import ServedModel
-from portico.schemas.models import Model, ModelList, Prediction, PredictRequest
+from portico.engines.versions import ModelVersion
+from portico.schemas.models import Model, ModelList, ModelSnapshot, Prediction, PredictRequest
 from portico.services.generation import wire_usage
 
 router = APIRouter(tags=["models"])
@@ -26,6 +28,17 @@ def _describe(served: ServedModel) -> Model:
         snapshot=served.snapshot,
         context_window=served.engine.context_window,
         capabilities=sorted(c.value for c in served.engine.capabilities),
+        snapshots=[_snapshot(version) for version in served.snapshots()],
+    )
+
+
+def _snapshot(version: ModelVersion) -> ModelSnapshot:
+    return ModelSnapshot(
+        id=version.snapshot,
+        status=version.status,
+        deprecated_at=None if version.deprecated is None else unix_seconds(version.deprecated),
+        sunset_at=None if version.sunset is None else unix_seconds(version.sunset),
+        replacement=version.replacement,
     )
 
 
@@ -37,7 +50,7 @@ async def list_models(registry: RegistryDep) -> Response:
 @router.get(
     "/v1/models/{model}",
     response_model=Model,
-    responses=error_responses(401, 403, 404),
+    responses=error_responses(401, 403, 404, 410),
     dependencies=[require_scope(Scope.MODELS_READ)],
 )
 async def get_model(model: str, registry: RegistryDep) -> Response:

@@ -7,7 +7,7 @@ import dataclasses
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from portico.api.deps import AdminDep, DatabaseDep, PrincipalDep, SettingsDep, require_scope
+from portico.api.deps import AdminDep, DatabaseDep, GenerationDep, PrincipalDep, SettingsDep, require_scope
 from portico.api.responses import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.admin import ErasedCounts, ProjectDataDeletion
@@ -20,12 +20,20 @@ router = APIRouter(tags=["admin"], dependencies=[require_scope(Scope.KEYS_ADMIN)
     "/v1/projects/{project_id}/data", response_model=ProjectDataDeletion, responses=error_responses(401, 403, 404)
 )
 async def erase_project(
-    project_id: str, admin: AdminDep, database: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
+    project_id: str,
+    admin: AdminDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    generation: GenerationDep,
 ) -> Response:
     """Erases stored completions, conversations, jobs, batches, files, idempotency records and unsent webhooks
-    of the project, and says how many of each. Usage records (counts and costs, no content) are kept."""
+    of the project, and says how many of each, and drops its cached responses. Usage records (counts and costs,
+    no content) are kept."""
     project = await admin.get_project(principal.organization_id, project_id)
     erased = await erase_project_data(database, settings.files_directory, project.id)
+    if generation.cache is not None:
+        await generation.cache.forget_project(project.id)
     return json_response(
         ProjectDataDeletion(
             project_id=project.id,

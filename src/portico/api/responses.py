@@ -38,7 +38,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope} for status in statuses}
 
 
-GENERATION_ERRORS = error_responses(400, 401, 403, 404, 413, 415, 429, 500, 503, 504)
+GENERATION_ERRORS = error_responses(400, 401, 403, 404, 410, 413, 415, 429, 500, 503, 504)
 
 STREAM_DOC: dict[str, Any] = {
     "text/event-stream": {

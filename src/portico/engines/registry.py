@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portico.constants import Capability
 from portico.engines.base import Embedder, Engine
 from portico.engines.echo import EchoEngine
 from portico.engines.scheduler import AdmissionQueue
-from portico.errors import ModelNotFound, UnsupportedParameter
+from portico.engines.versions import ModelVersion, note_named
+from portico.errors import ModelNotFound, ModelRetired, UnsupportedParameter
 from portico.settings import ModelSettings, QueueSettings
 
 
@@ -29,9 +30,12 @@ def build_engine(settings: ModelSettings) -> Engine | Embedder:
 
 @dataclass(slots=True)
 class ServedModel:
+    """A model as a request named it: its engine and queue, and the snapshot answering (``version``)."""
+
     settings: ModelSettings
     engine: Engine | Embedder
     queue: AdmissionQueue
+    version: ModelVersion
     ready: bool = False
 
     @property
@@ -40,7 +44,14 @@ class ServedModel:
 
     @property
     def snapshot(self) -> str:
-        return self.settings.snapshot
+        """The snapshot id reported in responses' ``model``: the current one, or the older one a request pinned."""
+        return self.version.snapshot
+
+    def snapshots(self) -> list[ModelVersion]:
+        """The current snapshot, then the older ones still named in settings (retired ones included)."""
+        current = ModelVersion.of(self.settings.snapshot, self.settings)
+        older = [ModelVersion.of(p.id, p, retired=p.retired) for p in self.settings.previous_snapshots]
+        return [current, *older]
 
     def generator(self, capability: Capability) -> Engine:
         """The text engine, for a request that needs ``capability``; a 400 naming the model if it lacks it."""
@@ -72,17 +83,34 @@ class ModelRegistry:
             admission = AdmissionQueue(
                 slots=engine.slots, max_waiting=queue.max_waiting, wait_timeout_s=queue.wait_timeout_s
             )
-            self._models.append(ServedModel(settings=model, engine=engine, queue=admission))
-        self._by_name = {name: m for m in self._models for name in (m.alias, m.snapshot)}
+            self._models.append(
+                ServedModel(
+                    settings=model, engine=engine, queue=admission, version=ModelVersion.of(model.snapshot, model)
+                )
+            )
+        # Every name a request may send → the model and the snapshot it pins (the alias: the current one).
+        self._by_name: dict[str, tuple[ServedModel, ModelVersion]] = {}
+        for served in self._models:
+            self._by_name[served.alias] = (served, served.version)
+            for version in served.snapshots():
+                self._by_name[version.snapshot] = (served, version)
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)
 
     def resolve(self, name: str) -> ServedModel:
+        """The model ``name`` addresses, answering as the snapshot it pins; 404 if unknown, 410 if retired.
+
+        Older snapshots are answered by their model's engine (only the reported snapshot differs).
+        """
         try:
-            return self._by_name[name]
+            served, version = self._by_name[name]
         except KeyError:
             raise ModelNotFound(name) from None
+        if version.retired:
+            raise ModelRetired(name, version.replacement)
+        note_named(version)
+        return served if version is served.version else replace(served, version=version)
 
     async def start(self) -> None:
         for model in self._models:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
+from portico.constants import SnapshotStatus
 from portico.schemas.common import SamplingFields, Usage
+
+
+class ModelSnapshot(BaseModel):
+    """One snapshot of a model (docs/versioning.md). Times are Unix seconds (midnight UTC of the dates set)."""
+
+    id: str
+    status: SnapshotStatus
+    deprecated_at: int | None = None
+    sunset_at: int | None = None
+    replacement: str | None = None
 
 
 class Model(BaseModel):
@@ -14,9 +25,10 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    snapshot: str
+    snapshot: str = Field(description="The snapshot this name answers as: the current one, unless pinned.")
     context_window: int
     capabilities: list[str]
+    snapshots: list[ModelSnapshot] = Field(description="The current snapshot first, then older ones still known.")
 
 
 class ModelList(BaseModel):

@@ -1,7 +1,9 @@
 """One request body in, the body the sync endpoint answers out: for routes, jobs, batches and conversations.
 
 Each call admits the request against the principal's limits, runs it at the given priority, settles its usage
-however it ends, and returns the same response model the sync endpoint sends (with ``usage.cost``).
+however it ends, and returns the same response model the sync endpoint sends (with ``usage.cost``). A
+deterministic request may be answered from the response cache (``services/cache.py``): no engine work, one
+request against the rate limits, a usage record with cost 0.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from portico.auth.principal import Principal
-from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, Priority, new_id
+from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, CacheMode, CacheStatus, Priority, new_id
+from portico.engines.registry import ServedModel
 from portico.errors import InvalidRequest
 from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.completions import Completion, CompletionChoice, CompletionRequest
 from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
 from portico.services import inference
+from portico.services.cache import BYPASS, CacheLookup, ResponseCache
 from portico.services.embeddings import EmbeddingService, embedding_list
 from portico.services.inference import InferenceService, PreparedGeneration
 from portico.services.metering import Meter, Ticket
@@ -38,6 +42,7 @@ OnAdmit = Callable[[Ticket], None]
 class Generated:
     body: BaseModel  # ChatCompletion | Completion | EmbeddingList
     ticket: Ticket
+    cache: CacheStatus = CacheStatus.BYPASS
 
 
 def wire_usage(usage: inference.Usage, ticket: Ticket) -> Usage:
@@ -64,6 +69,12 @@ def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
         raise InvalidRequest(f"Invalid request body: {where}: {first.get('msg')}.", param=where or None) from None
 
 
+def _choice_texts(body: ChatCompletion | Completion) -> list[tuple[int, str]]:
+    if isinstance(body, ChatCompletion):
+        return [(choice.index, choice.message.content) for choice in body.choices]
+    return [(choice.index, choice.text) for choice in body.choices]
+
+
 class GenerationService:
     def __init__(
         self,
@@ -72,11 +83,13 @@ class GenerationService:
         meter: Meter,
         *,
         background_timeout_s: float | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.inference = inference_service
         self.embeddings = embeddings
         self.meter = meter
         self.background_timeout_s = background_timeout_s
+        self.cache = cache
 
     async def admit(self, principal: Principal, prepared: PreparedGeneration, endpoint: str) -> Ticket:
         return await self.meter.admit(
@@ -134,8 +147,14 @@ class GenerationService:
         on_delta: OnDelta | None = None,
         on_admit: OnAdmit | None = None,
         timeout_s: float | None = None,
+        cache: CacheMode = CacheMode.USE,
     ) -> Generated:
         prepared = await self.inference.prepare_chat(body)
+        lookup = await self._lookup(principal, ENDPOINT_CHAT, prepared.served, body, cache)
+        if lookup.stored is not None:
+            return await self._replay_generation(
+                ChatCompletion, lookup.stored, PREFIX_CHAT_COMPLETION, principal, prepared.served, on_admit, on_delta
+            )
         ticket = await self.admit(principal, prepared, ENDPOINT_CHAT)
         if on_admit is not None:
             on_admit(ticket)
@@ -152,7 +171,7 @@ class GenerationService:
             ],
             usage=wire_usage(result.usage, ticket),
         )
-        return Generated(completion, ticket)
+        return await self._stored(lookup, Generated(completion, ticket, lookup.status))
 
     async def completion(
         self,
@@ -163,8 +182,14 @@ class GenerationService:
         on_delta: OnDelta | None = None,
         on_admit: OnAdmit | None = None,
         timeout_s: float | None = None,
+        cache: CacheMode = CacheMode.USE,
     ) -> Generated:
         prepared = await self.inference.prepare_completion(body)
+        lookup = await self._lookup(principal, ENDPOINT_COMPLETIONS, prepared.served, body, cache)
+        if lookup.stored is not None:
+            return await self._replay_generation(
+                Completion, lookup.stored, PREFIX_COMPLETION, principal, prepared.served, on_admit, on_delta
+            )
         ticket = await self.admit(principal, prepared, ENDPOINT_COMPLETIONS)
         if on_admit is not None:
             on_admit(ticket)
@@ -181,7 +206,7 @@ class GenerationService:
             ],
             usage=wire_usage(result.usage, ticket),
         )
-        return Generated(completion, ticket)
+        return await self._stored(lookup, Generated(completion, ticket, lookup.status))
 
     async def embedding(
         self,
@@ -190,8 +215,15 @@ class GenerationService:
         *,
         priority: Priority = Priority.INTERACTIVE,
         on_admit: OnAdmit | None = None,
+        cache: CacheMode = CacheMode.USE,
     ) -> Generated:
         prepared = await self.embeddings.prepare(body)
+        lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, prepared.served, body, cache)
+        if lookup.stored is not None:
+            stored = lookup.stored
+            ticket = await self._free_ticket(principal, ENDPOINT_EMBEDDINGS, prepared.served, stored, on_admit)
+            replayed = EmbeddingList.model_validate({**stored, "usage": {**stored["usage"], "cost": 0.0}})
+            return Generated(replayed, ticket, CacheStatus.HIT)
         ticket = await self.meter.admit(
             principal,
             endpoint=ENDPOINT_EMBEDDINGS,
@@ -204,4 +236,60 @@ class GenerationService:
             on_admit(ticket)
         vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
         listing: EmbeddingList = embedding_list(prepared, vectors, body.encoding_format, ticket)
-        return Generated(listing, ticket)
+        return await self._stored(lookup, Generated(listing, ticket, lookup.status))
+
+    async def _lookup(
+        self, principal: Principal, endpoint: str, served: ServedModel, body: BaseModel, mode: CacheMode
+    ) -> CacheLookup:
+        if self.cache is None:
+            return BYPASS
+        return await self.cache.lookup(principal.project_id, endpoint, served.snapshot, body, mode)
+
+    async def _stored(self, lookup: CacheLookup, generated: Generated) -> Generated:
+        if self.cache is not None:
+            await self.cache.store(lookup, generated.body)
+        return generated
+
+    async def _free_ticket(
+        self, principal: Principal, endpoint: str, served: ServedModel, stored: dict[str, Any], on_admit: OnAdmit | None
+    ) -> Ticket:
+        """A cache hit's ticket, settled at once: the cached usage recorded with cost 0, all of it cached."""
+        ticket = await self.meter.admit_free(
+            principal, endpoint=endpoint, model=served.snapshot, pricing=served.settings.pricing
+        )
+        if on_admit is not None:
+            on_admit(ticket)
+        usage = stored["usage"]
+        prompt_tokens = usage["prompt_tokens"]
+        completion_tokens = usage.get("completion_tokens", 0)
+        ticket.settle(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=prompt_tokens, status=200
+        )
+        return ticket
+
+    async def _replay_generation(
+        self,
+        model: type[ChatCompletion] | type[Completion],
+        stored: dict[str, Any],
+        id_prefix: str,
+        principal: Principal,
+        served: ServedModel,
+        on_admit: OnAdmit | None,
+        on_delta: OnDelta | None,
+    ) -> Generated:
+        """A cached chat completion or completion under a new id: usage cost 0, its prompt tokens all cached."""
+        endpoint = ENDPOINT_CHAT if model is ChatCompletion else ENDPOINT_COMPLETIONS
+        ticket = await self._free_ticket(principal, endpoint, served, stored, on_admit)
+        usage = stored["usage"]
+        replay = model.model_validate(
+            {
+                **stored,
+                "id": new_id(id_prefix),
+                "created": int(time.time()),
+                "usage": {**usage, "prompt_tokens_details": {"cached_tokens": usage["prompt_tokens"]}, "cost": 0.0},
+            }
+        )
+        if on_delta is not None:  # a job's events show the answer as they would show a generated one
+            for index, text in _choice_texts(replay):
+                on_delta(index, text)
+        return Generated(replay, ticket, CacheStatus.HIT)

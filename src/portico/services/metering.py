@@ -65,6 +65,7 @@ class Ticket:
     first_token_at: float | None = None
     settlement: Settlement | None = None
     stream_started: bool = False  # the stream's own ending settles it from then on
+    free: bool = False  # a cache hit: recorded with its tokens, charged no tokens and no cost
 
     @property
     def quota_warning(self) -> str | None:
@@ -88,6 +89,8 @@ class Ticket:
         return headers
 
     def cost_of(self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+        if self.free:
+            return 0.0
         return cost_usd(
             self.pricing, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
         )
@@ -115,7 +118,9 @@ class Ticket:
         if self.reservation is not None and self.reservation.enforced:
             self.meter.spawn(
                 self.meter.limiter.settle(
-                    self.reservation, tokens=prompt_tokens + completion_tokens, cost_micros=to_micros(cost)
+                    self.reservation,
+                    tokens=0 if self.free else prompt_tokens + completion_tokens,
+                    cost_micros=to_micros(cost),
                 )
             )
         wall = time.time()
@@ -172,6 +177,15 @@ class Meter:
             )
             reservation = await self.limiter.reserve(demand, principal.policy)
         return Ticket(self, principal, endpoint, model, pricing, reservation, request_id)
+
+    async def admit_free(self, principal: Principal, *, endpoint: str, model: str, pricing: PricingSettings) -> Ticket:
+        """A cache hit: one request against the request rate and concurrency limits, no tokens, no cost."""
+        request_id = request_id_var.get() or ""
+        reservation = None
+        if not principal.policy.unlimited:
+            demand = Demand(subject=principal.subject, lease_id=new_id(PREFIX_LEASE), tokens=0, cost_micros=0)
+            reservation = await self.limiter.reserve(demand, principal.policy)
+        return Ticket(self, principal, endpoint, model, pricing, reservation, request_id, free=True)
 
     def spawn(self, settling: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(settling)

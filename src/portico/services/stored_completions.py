@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from portico.auth.principal import Principal
 from portico.constants import FinishReason
 from portico.engines.registry import ModelRegistry
-from portico.errors import InvalidRequest, ModelNotFound, NotFound
+from portico.errors import InvalidRequest, ModelNotFound, ModelRetired, NotFound
 from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from portico.schemas.stored_completions import StoredChatCompletion, StoredMessage
 from portico.services.admin import Page
@@ -155,7 +155,7 @@ class StoredCompletionService:
             return []
         try:
             return [model, self._registry.resolve(model).snapshot]
-        except ModelNotFound:
+        except (ModelNotFound, ModelRetired):  # a retired snapshot's completions are still listed
             return [model]
 
     async def messages(
