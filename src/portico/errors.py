@@ -27,14 +27,17 @@
     │   ├── TokenRateLimited          429                       tokens_per_minute (retryable)
     │   ├── DailyTokensExhausted      429                       tokens_per_day
     │   ├── ConcurrencyLimited        429                       concurrency (retryable)
-    │   └── BudgetExhausted           429                       budget
+    │   ├── BudgetExhausted           429                       budget
+    │   └── UpstreamRateLimited       429                       upstream_rate_limited (retryable, its Retry-After)
     ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
     ├── EngineError                   500 server_error          engine_error
     ├── WorkerLost                    500 server_error          worker_lost (retryable: a job's workers died)
+    ├── UpstreamError                 502 upstream_error        upstream_error (retryable: upstream 5xx, bad answer)
     ├── EngineOverloaded              503 overloaded_error      engine_overloaded (retryable, Retry-After)
     ├── EngineUnavailable             503 overloaded_error      engine_unavailable (retryable, Retry-After)
     ├── LimitsUnavailable             503 service_unavailable   limits_unavailable (retryable; fail-closed)
     ├── StorageUnavailable            503 service_unavailable   storage_unavailable (retryable)
+    ├── UpstreamUnavailable           503 service_unavailable   upstream_unavailable (retryable: connect failed)
     └── GenerationTimeout             504 timeout_error         timeout (retryable)
 
 Messages say what was wrong and how to fix it. They never carry a stack trace, a prompt or a secret.
@@ -298,6 +301,13 @@ class BudgetExhausted(RateLimited):
     code = "budget"
 
 
+class UpstreamRateLimited(RateLimited):
+    """An upstream provider answered 429; its Retry-After is passed on."""
+
+    code = "upstream_rate_limited"
+    retryable = True
+
+
 class ClientDisconnected(PorticoError):
     """The client left before its response was ready; nobody receives this, but the access log shows it."""
 
@@ -349,4 +359,22 @@ class StorageUnavailable(PorticoError):
     status_code = 503
     type = "service_unavailable"
     code = "storage_unavailable"
+    retryable = True
+
+
+class UpstreamError(PorticoError):
+    """An upstream provider failed (5xx, a broken connection, an answer that is not OpenAI's shape)."""
+
+    status_code = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+
+class UpstreamUnavailable(PorticoError):
+    """An upstream provider could not be reached at all."""
+
+    status_code = 503
+    type = "service_unavailable"
+    code = "upstream_unavailable"
     retryable = True

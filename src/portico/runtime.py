@@ -13,6 +13,7 @@ from portico.services.control_plane import ControlPlane
 from portico.services.embeddings import EmbeddingService
 from portico.services.generation import GenerationService
 from portico.services.inference import InferenceService
+from portico.services.upstream import UpstreamService
 from portico.settings import Settings
 
 
@@ -35,7 +36,12 @@ class Runtime:
             ResponseCache(build_cache_backend(settings), ttl_s=settings.cache.ttl_s) if settings.cache.enabled else None
         )
         generation = GenerationService(
-            inference, embeddings, control.meter, background_timeout_s=settings.jobs.timeout_s, cache=cache
+            inference,
+            embeddings,
+            control.meter,
+            background_timeout_s=settings.jobs.timeout_s,
+            cache=cache,
+            upstream=UpstreamService(registry, control.meter),
         )
         return cls(settings, control, registry, inference, embeddings, generation)
 

@@ -23,7 +23,7 @@ from portico.constants import REDIS_PREFIX_CACHE
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-EngineName = Literal["llama_cpp", "sentence_transformers", "echo"]
+EngineName = Literal["llama_cpp", "sentence_transformers", "echo", "upstream"]
 
 
 class EchoSettings(BaseModel):
@@ -52,6 +52,30 @@ class SentenceTransformersSettings(BaseModel):
         le=2048,
         description="Inputs per forward pass; once this many wait, the pass starts without waiting out the window.",
     )
+
+
+class UpstreamSettings(BaseModel):
+    """An OpenAI-compatible server that answers for a model with ``engine = "upstream"`` (docs/gateway.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="The upstream's API root, e.g. `http://127.0.0.1:9000/v1`.")
+    model: str | None = Field(default=None, description="The upstream's name for the model; default: the snapshot.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the upstream's API key (sent as Bearer)."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Connect, read, write and pool timeout per request.")
+    max_concurrency: int = Field(default=64, ge=1, description="Requests (connections) in flight to the upstream.")
+    capabilities: list[Literal["chat", "completions", "embeddings"]] = Field(
+        default=["chat", "completions"], description="Endpoints the upstream serves for this model."
+    )
+
+    def api_key(self) -> SecretStr | None:
+        """The key from the environment variable named in ``api_key_env`` (read when the engine is built)."""
+        if self.api_key_env is None:
+            return None
+        value = os.environ.get(self.api_key_env)
+        return SecretStr(value) if value else None
 
 
 class PricingSettings(BaseModel):
@@ -136,11 +160,20 @@ class ModelSettings(LifecycleSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
     sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
+    upstream: UpstreamSettings | None = Field(
+        default=None, description='With `engine = "upstream"`: the OpenAI-compatible server answering for it.'
+    )
     previous_snapshots: list[SnapshotSettings] = Field(
         default_factory=list,
         description="Older snapshots still accepted in `model`, answered by this model's engine. See "
         "docs/versioning.md.",
     )
+
+    @model_validator(mode="after")
+    def _upstream_configured(self) -> ModelSettings:
+        if self.engine == "upstream" and self.upstream is None:
+            raise ValueError(f"model '{self.alias}': engine 'upstream' needs an [upstream] table with base_url")
+        return self
 
     def names(self) -> list[str]:
         """Every name a request may send for this model: the alias, the current snapshot, older snapshots."""

@@ -22,6 +22,7 @@ from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
 from portico.api.streaming import sse_response
 from portico.constants import PREFIX_CHAT_COMPLETION, CacheStatus, Scope, new_id
+from portico.errors import UnsupportedParameter
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.services.generation import ENDPOINT_CHAT
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
@@ -50,6 +51,17 @@ async def create_chat_completion(
             await stored.save(principal, body, cast(ChatCompletion, generated.body))
         headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
         return json_response(generated.body, headers=headers)
+    if generation.upstream is not None and (served := generation.upstream.find(body.model)) is not None:
+        if body.store:
+            raise UnsupportedParameter(
+                "store is not supported with stream for a model served by an upstream; send stream: false.",
+                param="store",
+            )
+        upstream = await generation.upstream.stream_chat(served, body, principal)
+        headers = {**upstream.ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}
+        return sse_response(
+            upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+        )
     service = generation.inference
     prepared = await service.prepare_chat(body)
     service.ensure_room(prepared)

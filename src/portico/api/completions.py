@@ -40,6 +40,12 @@ async def create_completion(
         generated = await cancel_on_disconnect(request, generation.completion(body, principal, cache=cache))
         headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
         return json_response(generated.body, headers=headers)
+    if generation.upstream is not None and (served := generation.upstream.find(body.model)) is not None:
+        upstream = await generation.upstream.stream_completion(served, body, principal)
+        headers = {**upstream.ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}
+        return sse_response(
+            upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+        )
     service = generation.inference
     prepared = await service.prepare_completion(body)
     service.ensure_room(prepared)

@@ -19,6 +19,10 @@ def build_engine(settings: ModelSettings) -> Engine | Embedder:
     """The engine named in settings. llama.cpp and PyTorch are imported only when a model uses them."""
     if settings.engine == "echo":
         return EchoEngine(settings)
+    if settings.engine == "upstream":
+        from portico.engines.upstream import UpstreamEngine
+
+        return UpstreamEngine(settings)
     if settings.engine == "sentence_transformers":
         from portico.engines.sentence_transformers import SentenceTransformersEngine
 
@@ -97,6 +101,11 @@ class ModelRegistry:
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)
+
+    def engine_of(self, name: str) -> Engine | Embedder | None:
+        """The engine answering ``name`` (None if unknown), without resolving it: nothing noted, nothing raised."""
+        entry = self._by_name.get(name)
+        return None if entry is None else entry[0].engine
 
     def resolve(self, name: str) -> ServedModel:
         """The model ``name`` addresses, answering as the snapshot it pins; 404 if unknown, 410 if retired.

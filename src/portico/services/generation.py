@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -28,6 +28,9 @@ from portico.services.cache import BYPASS, CacheLookup, ResponseCache
 from portico.services.embeddings import EmbeddingService, embedding_list
 from portico.services.inference import InferenceService, PreparedGeneration
 from portico.services.metering import Meter, Ticket
+
+if TYPE_CHECKING:  # services/upstream.py builds on this module
+    from portico.services.upstream import UpstreamService
 
 ENDPOINT_CHAT = "/v1/chat/completions"
 ENDPOINT_COMPLETIONS = "/v1/completions"
@@ -84,12 +87,15 @@ class GenerationService:
         *,
         background_timeout_s: float | None = None,
         cache: ResponseCache | None = None,
+        upstream: UpstreamService | None = None,
     ) -> None:
         self.inference = inference_service
         self.embeddings = embeddings
         self.meter = meter
         self.background_timeout_s = background_timeout_s
         self.cache = cache
+        # Models served by an upstream server (docs/gateway.md) go there instead of through the local engines.
+        self.upstream = upstream
 
     async def admit(self, principal: Principal, prepared: PreparedGeneration, endpoint: str) -> Ticket:
         return await self.meter.admit(
@@ -149,6 +155,14 @@ class GenerationService:
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
+        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
+            lookup = await self._lookup(principal, ENDPOINT_CHAT, served, body, cache)
+            if lookup.stored is not None:
+                return await self._replay_generation(
+                    ChatCompletion, lookup.stored, PREFIX_CHAT_COMPLETION, principal, served, on_admit, on_delta
+                )
+            generated = await self.upstream.chat(served, body, principal, on_admit=on_admit, on_delta=on_delta)
+            return await self._stored(lookup, replace(generated, cache=lookup.status))
         prepared = await self.inference.prepare_chat(body)
         lookup = await self._lookup(principal, ENDPOINT_CHAT, prepared.served, body, cache)
         if lookup.stored is not None:
@@ -184,6 +198,14 @@ class GenerationService:
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
+        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
+            lookup = await self._lookup(principal, ENDPOINT_COMPLETIONS, served, body, cache)
+            if lookup.stored is not None:
+                return await self._replay_generation(
+                    Completion, lookup.stored, PREFIX_COMPLETION, principal, served, on_admit, on_delta
+                )
+            generated = await self.upstream.completion(served, body, principal, on_admit=on_admit, on_delta=on_delta)
+            return await self._stored(lookup, replace(generated, cache=lookup.status))
         prepared = await self.inference.prepare_completion(body)
         lookup = await self._lookup(principal, ENDPOINT_COMPLETIONS, prepared.served, body, cache)
         if lookup.stored is not None:
@@ -217,13 +239,16 @@ class GenerationService:
         on_admit: OnAdmit | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
+        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
+            lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, served, body, cache)
+            if lookup.stored is not None:
+                return await self._replay_embedding(lookup.stored, principal, served, on_admit)
+            generated = await self.upstream.embedding(served, body, principal, on_admit=on_admit)
+            return await self._stored(lookup, replace(generated, cache=lookup.status))
         prepared = await self.embeddings.prepare(body)
         lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, prepared.served, body, cache)
         if lookup.stored is not None:
-            stored = lookup.stored
-            ticket = await self._free_ticket(principal, ENDPOINT_EMBEDDINGS, prepared.served, stored, on_admit)
-            replayed = EmbeddingList.model_validate({**stored, "usage": {**stored["usage"], "cost": 0.0}})
-            return Generated(replayed, ticket, CacheStatus.HIT)
+            return await self._replay_embedding(lookup.stored, principal, prepared.served, on_admit)
         ticket = await self.meter.admit(
             principal,
             endpoint=ENDPOINT_EMBEDDINGS,
@@ -237,6 +262,13 @@ class GenerationService:
         vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
         listing: EmbeddingList = embedding_list(prepared, vectors, body.encoding_format, ticket)
         return await self._stored(lookup, Generated(listing, ticket, lookup.status))
+
+    async def _replay_embedding(
+        self, stored: dict[str, Any], principal: Principal, served: ServedModel, on_admit: OnAdmit | None
+    ) -> Generated:
+        ticket = await self._free_ticket(principal, ENDPOINT_EMBEDDINGS, served, stored, on_admit)
+        replayed = EmbeddingList.model_validate({**stored, "usage": {**stored["usage"], "cost": 0.0}})
+        return Generated(replayed, ticket, CacheStatus.HIT)
 
     async def _lookup(
         self, principal: Principal, endpoint: str, served: ServedModel, body: BaseModel, mode: CacheMode
