@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from portico.app import create_app
 from portico.constants import Scope
@@ -73,14 +74,14 @@ def registry_of(app: FastAPI) -> ModelRegistry:
 class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread, so tests can disconnect for real."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: Literal["on", "off"] = "on") -> None:
         self.app = app
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_config=None, loop="asyncio", http="httptools", lifespan="on")
+        config = uvicorn.Config(app, log_config=None, loop="asyncio", http="httptools", lifespan=lifespan)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 

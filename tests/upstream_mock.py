@@ -15,14 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-
 from portico.settings import ModelSettings, PricingSettings, Settings, UpstreamSettings
+from tests.conftest import LiveServer
 
 UPSTREAM_ALIAS = "gpt-up"
 UPSTREAM_SNAPSHOT = "gpt-up-2025-01-01"
@@ -58,28 +56,16 @@ class MockUpstream:
         self.requests: list[Recorded] = []
         self.closed_at: list[float] = []  # time.monotonic() when a client left before its answer was complete
         self.completed = 0
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self, log_config=None, loop="asyncio", http="httptools", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._server = LiveServer(self, lifespan="off")
+        self.port = self._server.port
+        self.url = self._server.url
 
     def __enter__(self) -> MockUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the mock upstream did not start")
-            time.sleep(0.01)
+        self._server.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._socket.close()
+        self._server.__exit__()
 
     # -- ASGI --------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

@@ -72,6 +72,34 @@ def _validated(model: type[BaseModel], raw: dict[str, Any]) -> Any:
         raise InvalidRequest(f"Invalid request body: {where}: {first.get('msg')}.", param=where or None) from None
 
 
+def _text_response(
+    chat: bool, result: inference.GenerationResult, snapshot: str, ticket: Ticket
+) -> ChatCompletion | Completion:
+    """The sync endpoint's body for a finished generation."""
+    created, usage = int(time.time()), wire_usage(result.usage, ticket)
+    if chat:
+        return ChatCompletion(
+            id=new_id(PREFIX_CHAT_COMPLETION),
+            created=created,
+            model=snapshot,
+            choices=[
+                ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
+                for i, c in enumerate(result.choices)
+            ],
+            usage=usage,
+        )
+    return Completion(
+        id=new_id(PREFIX_COMPLETION),
+        created=created,
+        model=snapshot,
+        choices=[
+            CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
+            for i, c in enumerate(result.choices)
+        ],
+        usage=usage,
+    )
+
+
 def _choice_texts(body: ChatCompletion | Completion) -> list[tuple[int, str]]:
     if isinstance(body, ChatCompletion):
         return [(choice.index, choice.message.content) for choice in body.choices]
@@ -155,37 +183,7 @@ class GenerationService:
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
-        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
-            lookup = await self._lookup(principal, ENDPOINT_CHAT, served, body, cache)
-            if lookup.stored is not None:
-                return await self._replay_generation(
-                    ChatCompletion, lookup.stored, PREFIX_CHAT_COMPLETION, principal, served, on_admit, on_delta
-                )
-            generated = await self.upstream.chat(served, body, principal, on_admit=on_admit, on_delta=on_delta)
-            return await self._stored(lookup, replace(generated, cache=lookup.status))
-        prepared = await self.inference.prepare_chat(body)
-        lookup = await self._lookup(principal, ENDPOINT_CHAT, prepared.served, body, cache)
-        if lookup.stored is not None:
-            return await self._replay_generation(
-                ChatCompletion, lookup.stored, PREFIX_CHAT_COMPLETION, principal, prepared.served, on_admit, on_delta
-            )
-        ticket = await self.admit(principal, prepared, ENDPOINT_CHAT)
-        if on_admit is not None:
-            on_admit(ticket)
-        result = await self.inference.complete(
-            prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
-        )
-        completion = ChatCompletion(
-            id=new_id(PREFIX_CHAT_COMPLETION),
-            created=int(time.time()),
-            model=prepared.served.snapshot,
-            choices=[
-                ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
-                for i, c in enumerate(result.choices)
-            ],
-            usage=wire_usage(result.usage, ticket),
-        )
-        return await self._stored(lookup, Generated(completion, ticket, lookup.status))
+        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache)
 
     async def completion(
         self,
@@ -198,37 +196,55 @@ class GenerationService:
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
+        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache)
+
+    async def _text(
+        self,
+        body: ChatCompletionRequest | CompletionRequest,
+        principal: Principal,
+        priority: Priority,
+        on_delta: OnDelta | None,
+        on_admit: OnAdmit | None,
+        timeout_s: float | None,
+        cache: CacheMode,
+    ) -> Generated:
+        """Chat or completion: from the cache, from an upstream deployment, or from the local engine."""
+        chat = isinstance(body, ChatCompletionRequest)
+        endpoint, response, prefix = (
+            (ENDPOINT_CHAT, ChatCompletion, PREFIX_CHAT_COMPLETION)
+            if chat
+            else (ENDPOINT_COMPLETIONS, Completion, PREFIX_COMPLETION)
+        )
         if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
-            lookup = await self._lookup(principal, ENDPOINT_COMPLETIONS, served, body, cache)
+            lookup = await self._lookup(principal, endpoint, served, body, cache)
             if lookup.stored is not None:
                 return await self._replay_generation(
-                    Completion, lookup.stored, PREFIX_COMPLETION, principal, served, on_admit, on_delta
+                    response, lookup.stored, prefix, principal, served, on_admit, on_delta
                 )
-            generated = await self.upstream.completion(served, body, principal, on_admit=on_admit, on_delta=on_delta)
+            if isinstance(body, ChatCompletionRequest):
+                generated = await self.upstream.chat(served, body, principal, on_admit=on_admit, on_delta=on_delta)
+            else:
+                generated = await self.upstream.completion(
+                    served, body, principal, on_admit=on_admit, on_delta=on_delta
+                )
             return await self._stored(lookup, replace(generated, cache=lookup.status))
-        prepared = await self.inference.prepare_completion(body)
-        lookup = await self._lookup(principal, ENDPOINT_COMPLETIONS, prepared.served, body, cache)
+        if isinstance(body, ChatCompletionRequest):
+            prepared = await self.inference.prepare_chat(body)
+        else:
+            prepared = await self.inference.prepare_completion(body)
+        lookup = await self._lookup(principal, endpoint, prepared.served, body, cache)
         if lookup.stored is not None:
             return await self._replay_generation(
-                Completion, lookup.stored, PREFIX_COMPLETION, principal, prepared.served, on_admit, on_delta
+                response, lookup.stored, prefix, principal, prepared.served, on_admit, on_delta
             )
-        ticket = await self.admit(principal, prepared, ENDPOINT_COMPLETIONS)
+        ticket = await self.admit(principal, prepared, endpoint)
         if on_admit is not None:
             on_admit(ticket)
         result = await self.inference.complete(
             prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
         )
-        completion = Completion(
-            id=new_id(PREFIX_COMPLETION),
-            created=int(time.time()),
-            model=prepared.served.snapshot,
-            choices=[
-                CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
-                for i, c in enumerate(result.choices)
-            ],
-            usage=wire_usage(result.usage, ticket),
-        )
-        return await self._stored(lookup, Generated(completion, ticket, lookup.status))
+        answer = _text_response(chat, result, prepared.served.snapshot, ticket)
+        return await self._stored(lookup, Generated(answer, ticket, lookup.status))
 
     async def embedding(
         self,
