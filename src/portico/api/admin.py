@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from portico.api.deps import AdminDep, PrincipalDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.responses import error_responses, json_response, list_cursors
 from portico.constants import API_KEY_PREFIX, Scope
 from portico.schemas.admin import (
     CreatedKeyObject,
@@ -36,11 +35,6 @@ router = APIRouter(
 )
 JSON_BODY = [Depends(require_json)]
 Limit = Annotated[int, Query(ge=1, le=100)]
-
-
-def _cursors(data: Sequence[ProjectObject | KeyObject]) -> dict[str, str | None]:
-    """A list page's first_id and last_id (``after=last_id`` fetches the next page)."""
-    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
 
 
 def _project(project: Project) -> ProjectObject:
@@ -101,7 +95,7 @@ async def list_projects(
 ) -> Response:
     page = await admin.list_projects(principal.organization_id, limit=limit, after=after)
     data = [_project(project) for project in page.items]
-    return json_response(ProjectList(data=data, **_cursors(data), has_more=page.has_more))
+    return json_response(ProjectList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.get("/projects/{project_id}", response_model=ProjectObject)
@@ -147,7 +141,7 @@ async def list_keys(
 ) -> Response:
     page = await admin.list_keys(principal.organization_id, project_id=project_id, limit=limit, after=after)
     data = [_key(key) for key in page.items]
-    return json_response(KeyList(data=data, **_cursors(data), has_more=page.has_more))
+    return json_response(KeyList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.get("/keys/{key_id}", response_model=KeyObject)

@@ -4,7 +4,6 @@ stream); read the history. Writes need conversations:write, reads conversations:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,7 +12,14 @@ from starlette.responses import Response
 from portico.api.chat import chat_chunks
 from portico.api.deps import ConversationsDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, error_responses, json_response, metered_headers
+from portico.api.responses import (
+    GENERATION_ERRORS,
+    STREAM_DOC,
+    error_responses,
+    json_response,
+    list_cursors,
+    metered_headers,
+)
 from portico.api.streaming import sse_response
 from portico.constants import Scope
 from portico.schemas.conversations import (
@@ -24,7 +30,6 @@ from portico.schemas.conversations import (
     ConversationUsage,
     MessageCreateRequest,
     MessageList,
-    MessageObject,
     TurnObject,
 )
 from portico.services.conversations import Turn, message_view
@@ -36,10 +41,6 @@ WRITE = [require_scope(Scope.CONVERSATIONS_WRITE)]
 WRITE_JSON = [*WRITE, Depends(require_json)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 SortOrder = Annotated[Literal["asc", "desc"], Query(description="By creation: `asc` (oldest first) or `desc`.")]
-
-
-def _cursors(data: Sequence[ConversationObject | MessageObject]) -> dict[str, str | None]:
-    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
 
 
 def _conversation(row: Conversation) -> ConversationObject:
@@ -80,7 +81,7 @@ async def list_conversations(
 ) -> Response:
     page = await conversations.list_conversations(principal, limit=limit, after=after, order=order)
     data = [_conversation(row) for row in page.items]
-    return json_response(ConversationList(data=data, **_cursors(data), has_more=page.has_more))
+    return json_response(ConversationList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.get("/{conversation_id}", response_model=ConversationObject, dependencies=READ)
@@ -109,7 +110,7 @@ async def list_messages(
     """The whole history, oldest first, including messages no longer in the model's context (`in_context`)."""
     page = await conversations.list_messages(principal, conversation_id, limit=limit, after=after, order=order)
     data = [message_view(row) for row in page.items]
-    return json_response(MessageList(data=data, **_cursors(data), has_more=page.has_more))
+    return json_response(MessageList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.post(

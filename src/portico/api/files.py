@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, Response
 
 from portico.api.deps import FilesDep, PrincipalDep, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.responses import error_responses, json_response, list_cursors
 from portico.api.uploads import receive_upload
 from portico.constants import Scope
 from portico.errors import InvalidRequest
@@ -76,8 +76,7 @@ async def list_files(
     """Oldest first unless `order=desc`; `after=last_id` fetches the next page."""
     page = await files.list(principal.project_id, purpose=purpose, limit=limit, after=after, descending=order == "desc")
     data = [file_object(row) for row in page.items]
-    first_id, last_id = (data[0].id, data[-1].id) if data else (None, None)
-    return json_response(FileList(data=data, first_id=first_id, last_id=last_id, has_more=page.has_more))
+    return json_response(FileList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject, dependencies=READ)

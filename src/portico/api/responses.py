@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -24,6 +25,15 @@ def usage_chunk_extras(usage: inference.Usage, ticket: Ticket) -> dict[str, Any]
     if (warning := ticket.quota_warning) is not None:
         extras["quota_warning"] = warning
     return extras
+
+
+class _Identified(Protocol):
+    id: str
+
+
+def list_cursors(data: Sequence[_Identified]) -> dict[str, str | None]:
+    """A list page's ``first_id`` and ``last_id`` (``after=last_id`` fetches the next page)."""
+    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
 
 
 def metered_headers(ticket: Ticket) -> dict[str, str]:

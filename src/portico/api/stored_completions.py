@@ -7,21 +7,19 @@ OpenAI's paths and shapes, so the openai SDK's ``chat.completions.retrieve/list/
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from portico.api.deps import PrincipalDep, StoredCompletionsDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.responses import error_responses, json_response, list_cursors
 from portico.constants import Scope
 from portico.schemas.stored_completions import (
     StoredChatCompletion,
     StoredCompletionDeleted,
     StoredCompletionList,
     StoredCompletionUpdateRequest,
-    StoredMessage,
     StoredMessageList,
 )
 from portico.services.stored_completions import stored_view
@@ -35,10 +33,6 @@ router = APIRouter(
 Limit = Annotated[int, Query(ge=1, le=100)]
 SortOrder = Annotated[Literal["asc", "desc"], Query(description="By creation: `asc` (oldest first) or `desc`.")]
 _METADATA_FILTER = re.compile(r"^metadata\[(.+)\]$")
-
-
-def _cursors(data: Sequence[StoredChatCompletion | StoredMessage]) -> dict[str, str | None]:
-    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
 
 
 @router.get("", response_model=StoredCompletionList)
@@ -61,7 +55,7 @@ async def list_stored_completions(
         principal, model=model, metadata=metadata, limit=limit, after=after, order=order
     )
     data = [stored_view(row) for row in page.items]
-    return json_response(StoredCompletionList(data=data, **_cursors(data), has_more=page.has_more))
+    return json_response(StoredCompletionList(data=data, **list_cursors(data), has_more=page.has_more))
 
 
 @router.get("/{completion_id}", response_model=StoredChatCompletion)
@@ -80,7 +74,7 @@ async def list_stored_messages(
 ) -> Response:
     """The messages of the stored request; `after` takes a message id (`<completion id>-<index>`)."""
     page = await stored.messages(principal, completion_id, limit=limit, after=after, order=order)
-    return json_response(StoredMessageList(data=page.items, **_cursors(page.items), has_more=page.has_more))
+    return json_response(StoredMessageList(data=page.items, **list_cursors(page.items), has_more=page.has_more))
 
 
 @router.post("/{completion_id}", response_model=StoredChatCompletion, dependencies=[Depends(require_json)])

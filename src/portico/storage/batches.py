@@ -32,7 +32,7 @@ async def get_batch(session: AsyncSession, project_id: str, batch_id: str) -> Ba
 
 async def list_batches(session: AsyncSession, project_id: str, *, limit: int, after: str | None) -> list[Batch]:
     query = select(Batch).where(Batch.project_id == project_id)
-    return await page(session, query, Batch, project_id=project_id, limit=limit, after=after)
+    return await page(session, query, Batch, scope=Batch.project_id == project_id, limit=limit, after=after)
 
 
 async def request_cancel(session: AsyncSession, project_id: str, batch_id: str, now: int) -> bool:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.storage.models import ApiKey, Organization, Project, Tier
-
-Listed = TypeVar("Listed", Project, ApiKey)
+from portico.storage.paging import page
 
 
 async def first_organization(session: AsyncSession) -> Organization | None:
@@ -32,21 +30,11 @@ async def get_project(session: AsyncSession, organization_id: str, project: str)
     return (await session.execute(by_name)).scalar_one_or_none()
 
 
-async def _page(
-    session: AsyncSession, query: Select[Listed], model: type[Listed], limit: int, after: str | None
-) -> list[Listed]:
-    """Oldest first; ``after`` is the id of the last item of the previous page. One extra row tells has_more."""
-    if after is not None:
-        cursor = await session.get(model, after)
-        if cursor is not None:
-            query = query.where(tuple_(model.created_at, model.id) > (cursor.created_at, cursor.id))
-    query = query.order_by(model.created_at, model.id).limit(limit + 1)
-    return list((await session.scalars(query)).unique())
-
-
 async def list_projects(session: AsyncSession, organization_id: str, *, limit: int, after: str | None) -> list[Project]:
-    query = select(Project).where(Project.organization_id == organization_id)
-    return await _page(session, query, Project, limit, after)
+    in_organization = Project.organization_id == organization_id
+    return await page(
+        session, select(Project).where(in_organization), Project, scope=in_organization, limit=limit, after=after
+    )
 
 
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
@@ -57,10 +45,11 @@ async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
 async def list_keys(
     session: AsyncSession, organization_id: str, *, project_id: str | None, limit: int, after: str | None
 ) -> list[ApiKey]:
-    query = select(ApiKey).join(ApiKey.project).where(Project.organization_id == organization_id)
+    in_organization = ApiKey.project_id.in_(select(Project.id).where(Project.organization_id == organization_id))
+    query = select(ApiKey).where(in_organization)
     if project_id is not None:
         query = query.where(ApiKey.project_id == project_id)
-    return await _page(session, query, ApiKey, limit, after)
+    return await page(session, query, ApiKey, scope=in_organization, limit=limit, after=after)
 
 
 async def has_keys(session: AsyncSession) -> bool:

@@ -105,7 +105,9 @@ async def list_files(
     query = _live(project_id)
     if purpose is not None:
         query = query.where(File.purpose == purpose)
-    return await page(session, query, File, project_id=project_id, limit=limit, after=after, descending=descending)
+    return await page(
+        session, query, File, scope=File.project_id == project_id, limit=limit, after=after, descending=descending
+    )
 
 
 async def mark_deleted(session: AsyncSession, project_id: str, file_id: str) -> bool:

@@ -12,10 +12,11 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.constants import JobEventType, JobStatus
+from portico.storage.paging import page
 from portico.storage.resources import Job, JobEvent
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -52,12 +53,9 @@ async def list_jobs(
     query = select(Job).where(Job.project_id == project_id)
     if status is not None:
         query = query.where(_in_status(status, now))
-    if after is not None:
-        cursor = await get_job(session, project_id, after)
-        if cursor is not None:
-            query = query.where(tuple_(Job.created_at, Job.id) < (cursor.created_at, cursor.id))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    return list((await session.scalars(query)).all())
+    return await page(
+        session, query, Job, scope=Job.project_id == project_id, limit=limit, after=after, descending=True
+    )
 
 
 def _claimable(now: float) -> ColumnElement[bool]:

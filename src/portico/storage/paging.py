@@ -1,15 +1,17 @@
-"""Cursor pages of a project's rows (files, batches): ordered by ``created_at`` then ``id``, resumed after an id."""
+"""Cursor pages of rows (projects, keys, jobs, files, batches): ordered by ``created_at`` then ``id``, resumed
+after an id."""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import ColumnElement, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portico.storage.resources import Batch, File
+from portico.storage.models import ApiKey, Project
+from portico.storage.resources import Batch, File, Job
 
-Row = TypeVar("Row", File, Batch)
+Row = TypeVar("Row", Project, ApiKey, Job, File, Batch)
 
 
 async def page(
@@ -17,17 +19,18 @@ async def page(
     query: Select[Row],
     model: type[Row],
     *,
-    project_id: str,
+    scope: ColumnElement[bool],
     limit: int,
     after: str | None,
     descending: bool = False,
 ) -> list[Row]:
-    """Up to ``limit + 1`` rows (the extra one tells ``has_more``), after the row ``after`` of the same project.
+    """Up to ``limit + 1`` rows (the extra one tells ``has_more``), after the row ``after``.
 
-    An ``after`` that names no row of the project is ignored, so it reveals nothing about other projects.
+    ``after`` must name a row within ``scope`` (the caller's project or organization); any other is ignored, so
+    it reveals nothing about other tenants.
     """
     if after is not None:
-        cursor_query = select(model.created_at, model.id).where(model.id == after, model.project_id == project_id)
+        cursor_query = select(model.created_at, model.id).where(model.id == after, scope)
         cursor = (await session.execute(cursor_query)).first()
         if cursor is not None:
             position = tuple_(model.created_at, model.id)
@@ -36,4 +39,5 @@ async def page(
         query = query.order_by(model.created_at.desc(), model.id.desc())
     else:
         query = query.order_by(model.created_at, model.id)
-    return list((await session.scalars(query.limit(limit + 1))).all())
+    # unique(): keys load their project and tier by joins.
+    return list((await session.scalars(query.limit(limit + 1))).unique().all())
