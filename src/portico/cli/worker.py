@@ -19,7 +19,7 @@ def worker(
         int | None, typer.Option(min=1, help="Jobs run at once (default: jobs.concurrency, 8).")
     ] = None,
 ) -> None:
-    """Run queued jobs and deliver webhooks from the shared database until SIGTERM or Ctrl-C.
+    """Run queued jobs and batches and deliver webhooks from the shared database until SIGTERM or Ctrl-C.
 
     Give it the servers' settings (database, models, auth). Servers may then run without their own worker:
     PORTICO_JOBS__IN_PROCESS_WORKER=false.
