@@ -74,11 +74,11 @@ def registry_of(app: FastAPI) -> ModelRegistry:
 class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread, so tests can disconnect for real."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: Literal["on", "off"] = "on") -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: Literal["on", "off"] = "on", port: int = 0) -> None:
         self.app = app
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind(("127.0.0.1", port))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_config=None, loop="asyncio", http="httptools", lifespan=lifespan)

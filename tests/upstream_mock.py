@@ -4,22 +4,27 @@ It answers ``/v1/chat/completions`` (JSON, or SSE with ``chunks`` content chunks
 request asks ``stream_options.include_usage``), ``/v1/completions`` and ``/v1/embeddings``. It records every
 request (path, headers, JSON body) and, with the monotonic time, every connection a client closed before its
 answer was complete (``closed_at``). Switches, changeable while it runs: ``fail`` ("429", "500", "400",
-"reset": the connection is dropped mid-answer), ``delay_s`` before answering, ``chunk_delay_s`` between chunks.
+"reset": the connection is dropped mid-answer, "context": a 400 saying the prompt is too long), ``delay_s`` before
+answering, ``chunk_delay_s`` between chunks.
 
     with MockUpstream() as upstream:
         settings = upstream_settings(upstream)
+
+``python -m tests.upstream_mock PORT`` runs one in its own process (for tests that kill it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from portico.settings import ModelSettings, PricingSettings, Settings, UpstreamSettings
+from portico.settings import ModelSettings, PricingSettings, RoutingSettings, Settings, UpstreamSettings
 from tests.conftest import LiveServer
 
 UPSTREAM_ALIAS = "gpt-up"
@@ -47,7 +52,7 @@ class _Call:
 
 
 class MockUpstream:
-    def __init__(self, *, chunks: int = 5, chunk_delay_s: float = 0.0, delay_s: float = 0.0) -> None:
+    def __init__(self, *, chunks: int = 5, chunk_delay_s: float = 0.0, delay_s: float = 0.0, port: int = 0) -> None:
         self.chunks = chunks
         self.chunk_delay_s = chunk_delay_s
         self.delay_s = delay_s
@@ -56,7 +61,7 @@ class MockUpstream:
         self.requests: list[Recorded] = []
         self.closed_at: list[float] = []  # time.monotonic() when a client left before its answer was complete
         self.completed = 0
-        self._server = LiveServer(self, lifespan="off")
+        self._server = LiveServer(self, lifespan="off", port=port)
         self.port = self._server.port
         self.url = self._server.url
 
@@ -126,6 +131,9 @@ class MockUpstream:
             # An upstream that echoes the credentials it got: Portico must not pass them on.
             message = f"max_tokens is too large (sent with {headers.get('authorization', '')})"
             return await self._json(call, send, 400, {"error": {"message": message, "type": "invalid_request_error"}})
+        if fail == "context":
+            error = {"message": "This model's maximum context length is 512 tokens.", "code": "context_length_exceeded"}
+            return await self._json(call, send, 400, {"error": error})
         if fail == "reset":
             start = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
             await send({"type": "http.response.start", "status": 200, "headers": start})
@@ -206,27 +214,37 @@ def upstream_model(
     timeout_s: float = 10.0,
     capabilities: tuple[str, ...] = ("chat", "completions", "embeddings"),
     api_key_env: str | None = UPSTREAM_KEY_ENV,
+    routing: RoutingSettings | None = None,
 ) -> ModelSettings:
     """A model served by the upstream at ``base_url`` (``.../v1``), priced $1 / $2 per million tokens."""
     return ModelSettings(
         alias=UPSTREAM_ALIAS,
         snapshot=UPSTREAM_SNAPSHOT,
         engine="upstream",
-        upstream=UpstreamSettings.model_validate(
-            {
-                "base_url": base_url,
-                "model": UPSTREAM_MODEL,
-                "api_key_env": api_key_env,
-                "timeout_s": timeout_s,
-                "capabilities": list(capabilities),
-            }
-        ),
+        upstream=[
+            UpstreamSettings.model_validate(
+                {
+                    "base_url": base_url,
+                    "model": UPSTREAM_MODEL,
+                    "api_key_env": api_key_env,
+                    "timeout_s": timeout_s,
+                    "capabilities": list(capabilities),
+                }
+            )
+        ],
         pricing=PricingSettings(input_per_million=1.0, output_per_million=2.0),
+        routing=routing or RoutingSettings(),
     )
 
 
 def upstream_settings(upstream: MockUpstream | str, **overrides: Any) -> Settings:
     """Settings serving only the upstream model; ``upstream`` is a running mock or a base URL."""
     base_url = upstream if isinstance(upstream, str) else f"{upstream.url}/v1"
-    model_overrides = {k: overrides.pop(k) for k in ("timeout_s", "capabilities", "api_key_env") if k in overrides}
+    names = ("timeout_s", "capabilities", "api_key_env", "routing")
+    model_overrides = {k: overrides.pop(k) for k in names if k in overrides}
     return Settings(models=[upstream_model(base_url, **model_overrides)], **overrides)
+
+
+if __name__ == "__main__":
+    with MockUpstream(port=int(sys.argv[1])):
+        signal.pause()  # until killed

@@ -19,6 +19,9 @@ HEADER_LAST_EVENT_ID = "last-event-id"
 HEADER_LOCATION = "location"
 HEADER_CACHE_CONTROL = "cache-control"
 HEADER_CACHE_STATUS = "x-cache-status"  # hit | miss | bypass (docs/cache.md)
+HEADER_SERVED_BY = "x-served-by"  # the deployment that answered (docs/gateway.md)
+HEADER_SEMANTIC_CACHE = "x-semantic-cache"  # on | off: the request opts in to or out of the semantic cache
+HEADER_CACHE_SIMILARITY = "x-cache-similarity"  # a semantic hit's cosine similarity, e.g. 0.9731
 # Model versioning (docs/versioning.md): RFC 9745 Deprecation, RFC 8594 Sunset, RFC 8288 Link.
 HEADER_DEPRECATION = "deprecation"
 HEADER_SUNSET = "sunset"

@@ -5,7 +5,8 @@
     │   ├── InvalidJSON               400                       invalid_json
     │   ├── UnknownParameter          400                       unknown_parameter
     │   ├── UnsupportedParameter      400                       unsupported_parameter
-    │   └── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
+    │   ├── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
+    │   └── UpstreamContextExceeded   400                       context_length_exceeded (the upstream said so)
     ├── AuthenticationFailed          401 authentication_error  (abstract: one code per reason)
     │   ├── MissingApiKey             401                       missing_api_key
     │   ├── InvalidApiKey             401                       invalid_api_key
@@ -38,6 +39,7 @@
     ├── LimitsUnavailable             503 service_unavailable   limits_unavailable (retryable; fail-closed)
     ├── StorageUnavailable            503 service_unavailable   storage_unavailable (retryable)
     ├── UpstreamUnavailable           503 service_unavailable   upstream_unavailable (retryable: connect failed)
+    │   └── CircuitOpen               503                       circuit_open (retryable, Retry-After)
     └── GenerationTimeout             504 timeout_error         timeout (retryable)
 
 Messages say what was wrong and how to fix it. They never carry a stack trace, a prompt or a secret.
@@ -124,6 +126,12 @@ class ContextLengthExceeded(InvalidRequest):
                 "Shorten it, or split it into parts and send them as separate inputs."
             )
         super().__init__(message, param=param, details={"limit": limit, "requested": requested})
+
+
+class UpstreamContextExceeded(InvalidRequest):
+    """An upstream refused a prompt as longer than its context window (it counts tokens; Portico estimates)."""
+
+    code = "context_length_exceeded"
 
 
 class AuthenticationFailed(PorticoError):
@@ -378,3 +386,9 @@ class UpstreamUnavailable(PorticoError):
     type = "service_unavailable"
     code = "upstream_unavailable"
     retryable = True
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """Every deployment of a model has an open circuit: none is sent requests until its cooldown ends."""
+
+    code = "circuit_open"

@@ -13,6 +13,7 @@ from portico.services.control_plane import ControlPlane
 from portico.services.embeddings import EmbeddingService
 from portico.services.generation import GenerationService
 from portico.services.inference import InferenceService
+from portico.services.semantic_cache import build_semantic_cache
 from portico.services.upstream import UpstreamService
 from portico.settings import Settings
 
@@ -36,12 +37,14 @@ class Runtime:
             ResponseCache(build_cache_backend(settings), ttl_s=settings.cache.ttl_s) if settings.cache.enabled else None
         )
         generation = GenerationService(
+            registry,
             inference,
             embeddings,
+            UpstreamService(control.meter),
             control.meter,
             background_timeout_s=settings.jobs.timeout_s,
             cache=cache,
-            upstream=UpstreamService(registry, control.meter),
+            semantic_cache=build_semantic_cache(settings, registry),
         )
         return cls(settings, control, registry, inference, embeddings, generation)
 
@@ -56,4 +59,6 @@ class Runtime:
         await self.registry.close()
         if self.generation.cache is not None:
             await self.generation.cache.close()
+        if self.generation.semantic_cache is not None:
+            await self.generation.semantic_cache.close()
         await self.control.close()

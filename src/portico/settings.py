@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +59,10 @@ class UpstreamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(
+        default=None,
+        description="The deployment's name in `X-Served-By` and `/readyz`; default: `<alias>/<position from 1>`.",
+    )
     base_url: str = Field(description="The upstream's API root, e.g. `http://127.0.0.1:9000/v1`.")
     model: str | None = Field(default=None, description="The upstream's name for the model; default: the snapshot.")
     api_key_env: str | None = Field(
@@ -66,6 +70,9 @@ class UpstreamSettings(BaseModel):
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Connect, read, write and pool timeout per request.")
     max_concurrency: int = Field(default=64, ge=1, description="Requests (connections) in flight to the upstream.")
+    weight: int = Field(
+        default=1, ge=1, description="Share of the model's traffic, relative to its other deployments' weights."
+    )
     capabilities: list[Literal["chat", "completions", "embeddings"]] = Field(
         default=["chat", "completions"], description="Endpoints the upstream serves for this model."
     )
@@ -76,6 +83,29 @@ class UpstreamSettings(BaseModel):
             return None
         value = os.environ.get(self.api_key_env)
         return SecretStr(value) if value else None
+
+
+class RoutingSettings(BaseModel):
+    """Retries across a model's upstream deployments, and each deployment's circuit breaker (docs/gateway.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Further attempts after a retryable upstream failure, before the first byte.",
+    )
+    backoff_s: float = Field(
+        default=0.05, ge=0, description="Backoff before the first retry; doubles per retry, with full jitter."
+    )
+    max_backoff_s: float = Field(default=2.0, ge=0, description="Longest backoff (an upstream's Retry-After too).")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="Consecutive failures of a deployment that open its circuit."
+    )
+    breaker_cooldown_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit stays open before one probe request is let through."
+    )
 
 
 class PricingSettings(BaseModel):
@@ -160,8 +190,21 @@ class ModelSettings(LifecycleSettings):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     echo: EchoSettings = Field(default_factory=EchoSettings)
     sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
-    upstream: UpstreamSettings | None = Field(
-        default=None, description='With `engine = "upstream"`: the OpenAI-compatible server answering for it.'
+    upstream: list[UpstreamSettings] = Field(
+        default_factory=list,
+        description='With `engine = "upstream"`: the OpenAI-compatible deployments answering for it (one '
+        "`[models.upstream]` table, or several `[[models.upstream]]`), balanced by weight and outstanding requests.",
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Aliases of other models to try, in order, when this model's deployments fail retryably, their "
+        "circuits are open, or the prompt does not fit and a fallback has a larger `context_window`.",
+    )
+    semantic_cache: bool = Field(
+        default=False,
+        description="Answer deterministic requests from the semantic cache (similar last message, same everything "
+        "else). See docs/cache.md.",
     )
     previous_snapshots: list[SnapshotSettings] = Field(
         default_factory=list,
@@ -169,11 +212,29 @@ class ModelSettings(LifecycleSettings):
         "docs/versioning.md.",
     )
 
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _upstream_configured(self) -> ModelSettings:
-        if self.engine == "upstream" and self.upstream is None:
+        if self.engine == "upstream" and not self.upstream:
             raise ValueError(f"model '{self.alias}': engine 'upstream' needs an [upstream] table with base_url")
+        if self.engine != "upstream" and self.upstream:
+            raise ValueError(f"model '{self.alias}': [upstream] is only for engine 'upstream'")
+        names = self.deployment_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"model '{self.alias}': two upstream deployments have the same name")
+        if self.alias in self.fallbacks:
+            raise ValueError(f"model '{self.alias}' names itself as a fallback")
         return self
+
+    def deployment_names(self) -> list[str]:
+        """The names of the model's deployments: its upstreams', or the alias for a local engine."""
+        if not self.upstream:
+            return [self.alias]
+        return [deployment.name or f"{self.alias}/{n}" for n, deployment in enumerate(self.upstream, start=1)]
 
     def names(self) -> list[str]:
         """Every name a request may send for this model: the alias, the current snapshot, older snapshots."""
@@ -332,6 +393,27 @@ class FilesSettings(BaseModel):
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="Larger uploads → 413.")
 
 
+class SemanticCacheSettings(BaseModel):
+    """The semantic cache (docs/cache.md): used for a model with `semantic_cache` or a request's
+    `X-Semantic-Cache: on`; backend and TTL are the response cache's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_model: str = Field(
+        default="all-minilm-l6-v2",
+        description="Alias of the served `sentence_transformers` model that embeds the compared text; its work is "
+        "not billed.",
+    )
+    threshold: float = Field(
+        default=0.95, gt=0, le=1, description="Least cosine similarity of the compared texts for a hit."
+    )
+    max_entries_per_bucket: int = Field(
+        default=32,
+        ge=1,
+        description="Answers kept per set of otherwise equal requests (the newest); each lookup compares them all.",
+    )
+
+
 class CacheSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -344,6 +426,7 @@ class CacheSettings(BaseModel):
     max_entries: int = Field(default=10_000, ge=1, description="`memory`: answers kept, least recently used out first.")
     max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="`memory`: total size of the answers kept.")
     key_prefix: str = Field(default=REDIS_PREFIX_CACHE, description="`redis`: prefix of the cache's keys.")
+    semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
 
 
 class Settings(BaseSettings):
@@ -431,6 +514,17 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"snapshot '{name}' names replacement '{replacement}', which is not another served, "
                         "unretired model name (an alias or a snapshot id)"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_are_served(self) -> Settings:
+        aliases = {model.alias for model in self.models}
+        for model in self.models:
+            for fallback in model.fallbacks:
+                if fallback not in aliases:
+                    raise ValueError(
+                        f"model '{model.alias}' names fallback '{fallback}', which is no served model's alias"
                     )
         return self
 

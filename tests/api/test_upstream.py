@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from portico.constants import Scope
-from portico.settings import AuthSettings
+from portico.settings import AuthSettings, RoutingSettings
 from tests.conftest import asgi_client, bearer, live_server, make_key, sse_events, wait_until
 from tests.upstream_mock import (
     PROMPT_TOKENS,
@@ -120,13 +120,18 @@ async def test_streams_pass_through_with_exact_usage(
     ],
 )
 async def test_upstream_failures_answer_in_portico_envelope(
-    client: httpx.AsyncClient, mock: MockUpstream, caplog: pytest.LogCaptureFixture, fail: str, status: int, code: str
+    mock: MockUpstream, caplog: pytest.LogCaptureFixture, fail: str, status: int, code: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     mock.fail = fail
-    answers = [await client.post("/v1/chat/completions", json=CHAT)]
-    if fail != "reset":  # a stream whose status the upstream already sent fails mid-stream instead
-        answers.append(await client.post("/v1/chat/completions", json={**CHAT, "stream": True}))
+    # One retry without backoff, and a breaker that never opens: the error the last attempt got is the answer.
+    routing = RoutingSettings(retries=1, backoff_s=0, max_backoff_s=0, breaker_failures=100)
+    async with asgi_client(upstream_settings(mock, routing=routing)) as (client, _):
+        answers = [await client.post("/v1/chat/completions", json=CHAT)]
+        if fail != "reset":  # a stream whose status the upstream already sent fails mid-stream instead
+            answers.append(await client.post("/v1/chat/completions", json={**CHAT, "stream": True}))
+    attempts = 1 if status == 400 else 2  # a retryable failure is retried once
+    assert len(mock.requests) == attempts * len(answers)
     for response in answers:
         assert response.status_code == status, response.text
         error = response.json()["error"]

@@ -1,4 +1,5 @@
-"""The response cache at the HTTP boundary: the client's Cache-Control in, X-Cache-Status out."""
+"""The response caches at the HTTP boundary: the client's Cache-Control and X-Semantic-Cache in (X-Cache-Status
+and X-Cache-Similarity go out with ``api/responses.generated_headers``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from portico.constants import HEADER_CACHE_CONTROL, HEADER_CACHE_STATUS, CacheMode, CacheStatus
+from portico.constants import HEADER_CACHE_CONTROL, HEADER_SEMANTIC_CACHE, CacheMode
+from portico.errors import InvalidRequest
 
 
 def cache_mode(request: Request) -> CacheMode:
@@ -24,5 +26,18 @@ def cache_mode(request: Request) -> CacheMode:
 CacheModeDep = Annotated[CacheMode, Depends(cache_mode)]
 
 
-def cache_status_header(status: CacheStatus) -> dict[str, str]:
-    return {HEADER_CACHE_STATUS: status.value}
+def semantic_cache_request(request: Request) -> bool | None:
+    """``X-Semantic-Cache: on``: use the semantic cache (sampled requests too); ``off``: don't; absent: the model's
+    setting decides."""
+    value = request.headers.get(HEADER_SEMANTIC_CACHE)
+    if value is None:
+        return None
+    choice = {"on": True, "off": False}.get(value.strip().lower())
+    if choice is None:
+        raise InvalidRequest(
+            f"The X-Semantic-Cache header must be 'on' or 'off', not '{value[:64]}'.", param="X-Semantic-Cache"
+        )
+    return choice
+
+
+SemanticCacheDep = Annotated[bool | None, Depends(semantic_cache_request)]

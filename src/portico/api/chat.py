@@ -9,7 +9,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.caching import CacheModeDep, cache_status_header
+from portico.api.caching import CacheModeDep, SemanticCacheDep
 from portico.api.deps import (
     GenerationDep,
     PrincipalDep,
@@ -19,14 +19,23 @@ from portico.api.deps import (
     require_scope,
 )
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
+from portico.api.responses import (
+    GENERATION_ERRORS,
+    STREAM_DOC,
+    generated_headers,
+    json_response,
+    stream_headers,
+    usage_chunk_extras,
+)
 from portico.api.streaming import sse_response
-from portico.constants import PREFIX_CHAT_COMPLETION, CacheStatus, Scope, new_id
+from portico.constants import PREFIX_CHAT_COMPLETION, Scope, new_id
+from portico.engines.upstream import UpstreamEngine
 from portico.errors import UnsupportedParameter
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.services.generation import ENDPOINT_CHAT
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
 from portico.services.metering import Ticket
+from portico.services.routing import Route
 
 router = APIRouter(tags=["chat"], dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)])
 
@@ -44,40 +53,50 @@ async def create_chat_completion(
     principal: PrincipalDep,
     stored: StoredCompletionsDep,
     cache: CacheModeDep,
+    semantic: SemanticCacheDep,
 ) -> Response:
     if not body.stream:
-        generated = await cancel_on_disconnect(request, generation.chat(body, principal, cache=cache))
+        generated = await cancel_on_disconnect(
+            request, generation.chat(body, principal, cache=cache, semantic=semantic)
+        )
         if body.store:
             await stored.save(principal, body, cast(ChatCompletion, generated.body))
-        headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
-        return json_response(generated.body, headers=headers)
-    if generation.upstream is not None and (served := generation.upstream.find(body.model)) is not None:
-        if body.store:
-            raise UnsupportedParameter(
-                "store is not supported with stream for a model served by an upstream; send stream: false.",
-                param="store",
+        return json_response(generated.body, headers=generated_headers(generated))
+
+    async def stream(way: Route) -> Response:
+        """The stream from the route's current model; failures before it starts may fall back to the next."""
+        served = way.served
+        if isinstance(served.engine, UpstreamEngine):
+            if body.store:
+                raise UnsupportedParameter(
+                    "store is not supported with stream for a model served by an upstream; send stream: false.",
+                    param="store",
+                )
+            upstream = await generation.upstream.stream_chat(way, body, principal)
+            headers = stream_headers(upstream.ticket, upstream.served_by)
+            return sse_response(
+                upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
             )
-        upstream = await generation.upstream.stream_chat(served, body, principal)
-        headers = {**upstream.ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}
+        service = generation.inference
+        prepared = await service.prepare_chat(body, served)
+        service.ensure_room(prepared)
+        ticket = await way.ticket_for(lambda: generation.admit(principal, prepared, ENDPOINT_CHAT))
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        completion_id, created, model = new_id(PREFIX_CHAT_COMPLETION), int(time.time()), served.snapshot
+        events = service.stream(prepared, ticket)
+        if body.store:
+            events = stored.recorded(
+                events, principal, body, ticket, completion_id=completion_id, created=created, model=model
+            )
+        chunks = chat_chunks(events, ticket, completion_id, created, model, body.n, include_usage)
         return sse_response(
-            upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+            chunks,
+            heartbeat_s=settings.heartbeat_interval_s,
+            headers=stream_headers(ticket, served.alias),
+            on_close=ticket.settle_unstarted,
         )
-    service = generation.inference
-    prepared = await service.prepare_chat(body)
-    service.ensure_room(prepared)
-    ticket = await generation.admit(principal, prepared, ENDPOINT_CHAT)
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-    completion_id, created, model = new_id(PREFIX_CHAT_COMPLETION), int(time.time()), prepared.served.snapshot
-    events = service.stream(prepared, ticket)
-    if body.store:
-        events = stored.recorded(
-            events, principal, body, ticket, completion_id=completion_id, created=created, model=model
-        )
-    chunks = chat_chunks(events, ticket, completion_id, created, model, body.n, include_usage)
-    headers = {**ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}  # streams are never cached
-    return sse_response(
-        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=ticket.settle_unstarted
-    )
+
+    return await generation.route(body.model).run(stream)
 
 
 async def chat_chunks(

@@ -9,16 +9,25 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.caching import CacheModeDep, cache_status_header
+from portico.api.caching import CacheModeDep, SemanticCacheDep
 from portico.api.deps import GenerationDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, json_response, metered_headers, usage_chunk_extras
+from portico.api.responses import (
+    GENERATION_ERRORS,
+    STREAM_DOC,
+    generated_headers,
+    json_response,
+    stream_headers,
+    usage_chunk_extras,
+)
 from portico.api.streaming import sse_response
-from portico.constants import PREFIX_COMPLETION, CacheStatus, Scope, new_id
+from portico.constants import PREFIX_COMPLETION, Scope, new_id
+from portico.engines.upstream import UpstreamEngine
 from portico.schemas.completions import Completion, CompletionRequest
 from portico.services.generation import ENDPOINT_COMPLETIONS
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
 from portico.services.metering import Ticket
+from portico.services.routing import Route
 
 router = APIRouter(tags=["completions"], dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)])
 
@@ -35,28 +44,38 @@ async def create_completion(
     settings: SettingsDep,
     principal: PrincipalDep,
     cache: CacheModeDep,
+    semantic: SemanticCacheDep,
 ) -> Response:
     if not body.stream:
-        generated = await cancel_on_disconnect(request, generation.completion(body, principal, cache=cache))
-        headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
-        return json_response(generated.body, headers=headers)
-    if generation.upstream is not None and (served := generation.upstream.find(body.model)) is not None:
-        upstream = await generation.upstream.stream_completion(served, body, principal)
-        headers = {**upstream.ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}
-        return sse_response(
-            upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+        generated = await cancel_on_disconnect(
+            request, generation.completion(body, principal, cache=cache, semantic=semantic)
         )
-    service = generation.inference
-    prepared = await service.prepare_completion(body)
-    service.ensure_room(prepared)
-    ticket = await generation.admit(principal, prepared, ENDPOINT_COMPLETIONS)
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-    completion_id, created, model = new_id(PREFIX_COMPLETION), int(time.time()), prepared.served.snapshot
-    chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
-    headers = {**ticket.headers(), **cache_status_header(CacheStatus.BYPASS)}  # streams are never cached
-    return sse_response(
-        chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=ticket.settle_unstarted
-    )
+        return json_response(generated.body, headers=generated_headers(generated))
+
+    async def stream(way: Route) -> Response:
+        """The stream from the route's current model; failures before it starts may fall back to the next."""
+        served = way.served
+        if isinstance(served.engine, UpstreamEngine):
+            upstream = await generation.upstream.stream_completion(way, body, principal)
+            headers = stream_headers(upstream.ticket, upstream.served_by)
+            return sse_response(
+                upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+            )
+        service = generation.inference
+        prepared = await service.prepare_completion(body, served)
+        service.ensure_room(prepared)
+        ticket = await way.ticket_for(lambda: generation.admit(principal, prepared, ENDPOINT_COMPLETIONS))
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        completion_id, created, model = new_id(PREFIX_COMPLETION), int(time.time()), served.snapshot
+        chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
+        return sse_response(
+            chunks,
+            heartbeat_s=settings.heartbeat_interval_s,
+            headers=stream_headers(ticket, served.alias),
+            on_close=ticket.settle_unstarted,
+        )
+
+    return await generation.route(body.model).run(stream)
 
 
 async def _chunks(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.caching import CacheModeDep, cache_status_header
+from portico.api.caching import CacheModeDep
 from portico.api.deps import GenerationDep, PrincipalDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import error_responses, json_response, metered_headers
+from portico.api.responses import error_responses, generated_headers, json_response
 from portico.constants import Scope
 from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
 from portico.services.generation import ENDPOINT_EMBEDDINGS
@@ -25,5 +25,4 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, generation: GenerationDep, principal: PrincipalDep, cache: CacheModeDep
 ) -> Response:
     generated = await cancel_on_disconnect(request, generation.embedding(body, principal, cache=cache))
-    headers = {**metered_headers(generated.ticket), **cache_status_header(generated.cache)}
-    return json_response(generated.body, headers=headers)
+    return json_response(generated.body, headers=generated_headers(generated))

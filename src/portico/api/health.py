@@ -1,4 +1,4 @@
-"""GET /healthz (the process is alive) and GET /readyz (models loaded, database and limits reachable)."""
+"""GET /healthz (the process is alive) and GET /readyz (models loaded, database and limits reachable, circuits)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from portico.api.deps import DatabaseDep, MeterDep, RegistryDep, SettingsDep
 from portico.api.responses import json_response
+from portico.engines.upstream import UpstreamEngine
 from portico.errors import PorticoError
 from portico.schemas.health import Health, Readiness
 
@@ -23,13 +24,19 @@ async def healthz() -> Response:
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(registry: RegistryDep, database: DatabaseDep, meter: MeterDep, settings: SettingsDep) -> Response:
     """Ready when every model is loaded and the database answers; a limits backend that is down makes the
-    server unready only under the fail-closed policy (fail-open keeps serving without limits)."""
+    server unready only under the fail-closed policy (fail-open keeps serving without limits). Each upstream
+    deployment's circuit state is shown (``closed``, ``open``, ``half_open``) but never makes the server
+    unready: other deployments and fallbacks may still answer."""
     checks = {f"model:{served.alias}": "ok" if served.ready else "loading" for served in registry}
     checks["database"] = await _check(database.ping())
     checks["limits"] = await _check(meter.limiter.ping())
     blocking = dict(checks)
     if settings.limits.on_redis_error == "open":
         del blocking["limits"]
+    for served in registry:
+        if isinstance(served.engine, UpstreamEngine):
+            for deployment in served.engine.deployments:
+                checks[f"upstream:{deployment.name}"] = deployment.breaker.state.value
     ready = all(value == "ok" for value in blocking.values())
     return json_response(
         Readiness(status="ready" if ready else "not_ready", checks=checks), status_code=200 if ready else 503

@@ -34,6 +34,8 @@ async def erase_project(
     erased = await erase_project_data(database, settings.files_directory, project.id)
     if generation.cache is not None:
         await generation.cache.forget_project(project.id)
+    if generation.semantic_cache is not None:
+        await generation.semantic_cache.forget_project(project.id)
     return json_response(
         ProjectDataDeletion(
             project_id=project.id,

@@ -8,10 +8,16 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from portico.constants import HEADER_REQUEST_COST
+from portico.constants import (
+    HEADER_CACHE_SIMILARITY,
+    HEADER_CACHE_STATUS,
+    HEADER_REQUEST_COST,
+    HEADER_SERVED_BY,
+    CacheStatus,
+)
 from portico.schemas.errors import ErrorEnvelope
 from portico.services import inference
-from portico.services.generation import wire_usage
+from portico.services.generation import Generated, wire_usage
 from portico.services.metering import Ticket
 
 
@@ -42,6 +48,22 @@ def metered_headers(ticket: Ticket) -> dict[str, str]:
     if ticket.settlement is not None:
         headers[HEADER_REQUEST_COST] = f"{ticket.settlement.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
     return headers
+
+
+def generated_headers(generated: Generated) -> dict[str, str]:
+    """A generation's headers: metered ones, ``X-Cache-Status``, ``X-Served-By`` unless a cache answered, and a
+    semantic hit's ``X-Cache-Similarity``."""
+    headers = {**metered_headers(generated.ticket), HEADER_CACHE_STATUS: generated.cache.value}
+    if generated.served_by is not None:
+        headers[HEADER_SERVED_BY] = generated.served_by
+    if generated.similarity is not None:
+        headers[HEADER_CACHE_SIMILARITY] = f"{generated.similarity:.4f}"
+    return headers
+
+
+def stream_headers(ticket: Ticket, served_by: str) -> dict[str, str]:
+    """A stream's headers, sent before it runs: rate-limit state, ``X-Served-By``; streams are never cached."""
+    return {**ticket.headers(), HEADER_CACHE_STATUS: CacheStatus.BYPASS.value, HEADER_SERVED_BY: served_by}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

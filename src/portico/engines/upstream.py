@@ -1,15 +1,17 @@
-"""An upstream OpenAI-compatible server answering for a model (``engine = "upstream"``).
+"""Upstream OpenAI-compatible servers answering for a model (``engine = "upstream"``).
 
-One pooled ``httpx.AsyncClient`` per upstream (keep-alive, at most ``max_concurrency`` connections), opened in
-``start`` and closed in ``close``. ``upstream_errors`` is the one place httpx failures and upstream error
-statuses become Portico errors. The engine does not tokenize or generate locally: ``services/upstream.py``
-sends the request bodies through ``post`` and ``stream``.
+A model has one or more deployments (``[[models.upstream]]``), each an ``UpstreamDeployment`` with one pooled
+``httpx.AsyncClient`` (keep-alive, at most ``max_concurrency`` connections, opened in ``start``), its requests
+in flight and its circuit breaker. ``UpstreamEngine.pick`` balances among them. ``upstream_errors`` and
+``raise_for_status`` are the one place httpx failures and upstream error statuses become Portico errors. Nothing
+is tokenized or generated locally: ``services/upstream.py`` sends the request bodies through ``post`` and
+``open_stream`` and does the retries.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -17,16 +19,18 @@ import httpx
 
 from portico.constants import HEADER_RETRY_AFTER, Capability
 from portico.engines.base import ChatPrompt, ChatTurn, EngineStats, Generation, GenerationRequest
+from portico.engines.breaker import CircuitBreaker
 from portico.errors import (
     EngineError,
     GenerationTimeout,
     InvalidRequest,
     UnsupportedParameter,
+    UpstreamContextExceeded,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from portico.settings import ModelSettings
+from portico.settings import ModelSettings, RoutingSettings, UpstreamSettings
 
 DEFAULT_CONTEXT_WINDOW = 4096  # what /v1/models reports and the reservation assumes without `context_window`
 MAX_UPSTREAM_MESSAGE = 500  # characters of an upstream's error message passed on to the client
@@ -39,20 +43,52 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class UpstreamEngine:
-    """The ``Engine`` interface for a model served elsewhere: capabilities from config, work over HTTP."""
+# What a deployment's circuit counts as its failure, and what a retry or a fallback may answer instead.
+UPSTREAM_FAILURES = (UpstreamError, UpstreamUnavailable, UpstreamRateLimited, GenerationTimeout)
 
-    def __init__(self, settings: ModelSettings) -> None:
-        if settings.upstream is None:  # settings validation guarantees it
-            raise EngineError(f"model '{settings.alias}' has engine 'upstream' but no [upstream] table")
-        self.settings = settings.upstream
-        self.alias = settings.alias
-        self.model_name = settings.upstream.model or settings.snapshot
-        self.context_window = settings.context_window or DEFAULT_CONTEXT_WINDOW
-        self.capabilities = frozenset(Capability(name) for name in settings.upstream.capabilities)
-        self.stats = EngineStats()
-        self.slots = settings.upstream.max_concurrency
-        key = settings.upstream.api_key()
+
+def _context_exceeded(code: object, message: str) -> bool:
+    """Whether an upstream's 400 says the prompt is too long (OpenAI's code, or vLLM's and llama.cpp's words)."""
+    text = message.lower()
+    return code == "context_length_exceeded" or "context length" in text or "context window" in text
+
+
+class Dispatch:
+    """One request to a deployment, from sending until its answer (or stream) ends: the circuit's verdict."""
+
+    def __init__(self, deployment: UpstreamDeployment) -> None:
+        self.deployment = deployment
+        self._ended = False
+
+    def end(self, error: BaseException | None) -> None:
+        """Once: no error or the client's own 4xx (the upstream answered) is a success; an upstream failure is a
+        failure; anything else (the client left) is no verdict."""
+        if self._ended:
+            return
+        self._ended = True
+        self.deployment.outstanding -= 1
+        breaker = self.deployment.breaker
+        if error is None or isinstance(error, InvalidRequest):
+            breaker.succeeded()
+        elif isinstance(error, UPSTREAM_FAILURES):
+            breaker.failed()
+        else:
+            breaker.released()
+
+
+class UpstreamDeployment:
+    """One upstream server for a model: its pooled client, requests in flight, and circuit breaker."""
+
+    def __init__(self, name: str, alias: str, snapshot: str, settings: UpstreamSettings, routing: RoutingSettings):
+        self.name = name
+        self.alias = alias
+        self.settings = settings
+        self.model_name = settings.model or snapshot
+        self.weight = settings.weight
+        self.outstanding = 0  # requests in flight
+        self.dispatched = 0  # requests ever sent: spreads light traffic in proportion to the weights
+        self.breaker = CircuitBreaker(name, failures=routing.breaker_failures, cooldown_s=routing.breaker_cooldown_s)
+        key = settings.api_key()
         self._secret = key.get_secret_value() if key is not None else None
         self._client: httpx.AsyncClient | None = None
 
@@ -71,20 +107,12 @@ class UpstreamEngine:
             await self._client.aclose()
             self._client = None
 
-    # -- no local tokenizer or decoder ------------------------------------------------------------------
-    def _local(self) -> NoReturn:
-        raise UnsupportedParameter(
-            f"The model '{self.alias}' is served by an upstream and has no local tokenizer.", param="model"
-        )
-
-    def tokenize(self, text: str) -> list[int]:
-        self._local()
-
-    def render_chat(self, turns: Sequence[ChatTurn]) -> ChatPrompt:
-        self._local()
-
-    def generate(self, request: GenerationRequest) -> Generation:
-        self._local()
+    def dispatch(self) -> Dispatch:
+        """Count a request in flight to this deployment until its ``Dispatch`` ends."""
+        self.outstanding += 1
+        self.dispatched += 1
+        self.breaker.sending()
+        return Dispatch(self)
 
     # -- HTTP ------------------------------------------------------------------------------------------
     @property
@@ -124,13 +152,19 @@ class UpstreamEngine:
             )
         if status >= 500 or status in (401, 403):  # 401/403: Portico's upstream credentials, not the client's
             raise UpstreamError(f"{name} failed with HTTP {status}. Retry the request.")
-        message = ""
+        message, code = "", None
         try:
             error = response.json().get("error")
-            message = error.get("message", "") if isinstance(error, dict) else str(error or "")
+            if isinstance(error, dict):
+                message, code = str(error.get("message", "")), error.get("code")
+            else:
+                message = str(error or "")
         except (ValueError, AttributeError):
             message = response.text
-        raise InvalidRequest(f"{name} rejected the request (HTTP {status}): {self._scrub(str(message))}")
+        problem = f"{name} rejected the request (HTTP {status}): {self._scrub(message)}"
+        if _context_exceeded(code, message):
+            raise UpstreamContextExceeded(problem, param="messages")
+        raise InvalidRequest(problem)
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` (relative to ``base_url``); the JSON answer, or the mapped error."""
@@ -178,3 +212,59 @@ class UpstreamEngine:
                         yield payload
         finally:
             await response.aclose()
+
+
+class UpstreamEngine:
+    """The ``Engine`` interface for a model served elsewhere: capabilities from config, work over HTTP to one of
+    its deployments (weighted least outstanding requests, among those whose circuit lets requests through)."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        if not settings.upstream:  # settings validation guarantees it
+            raise EngineError(f"model '{settings.alias}' has engine 'upstream' but no [upstream] table")
+        self.alias = settings.alias
+        self.routing = settings.routing
+        self.deployments = [
+            UpstreamDeployment(name, settings.alias, settings.snapshot, deployment, settings.routing)
+            for name, deployment in zip(settings.deployment_names(), settings.upstream, strict=True)
+        ]
+        self.context_window = settings.context_window or DEFAULT_CONTEXT_WINDOW
+        # What every deployment serves: a request is never sent where its endpoint does not exist.
+        self.capabilities = frozenset.intersection(
+            *(frozenset(Capability(name) for name in deployment.capabilities) for deployment in settings.upstream)
+        )
+        self.stats = EngineStats()
+        self.slots = sum(deployment.max_concurrency for deployment in settings.upstream)
+
+    async def start(self) -> None:
+        for deployment in self.deployments:
+            await deployment.start()
+
+    async def close(self) -> None:
+        for deployment in self.deployments:
+            await deployment.close()
+
+    def pick(self, tried: Collection[UpstreamDeployment] = ()) -> UpstreamDeployment | None:
+        """The deployment for the next attempt, among those whose circuit lets a request through (not yet tried
+        by this request if there are such): the fewest requests in flight per unit of weight; on a tie (light
+        traffic), the fewest sent per unit of weight, so traffic splits in proportion to the weights. None if
+        every circuit is open."""
+        available = [deployment for deployment in self.deployments if deployment.breaker.available()]
+        fresh = [deployment for deployment in available if deployment not in tried] or available
+        if not fresh:
+            return None
+        return min(fresh, key=lambda d: (d.outstanding / d.weight, d.dispatched / d.weight))
+
+    # -- no local tokenizer or decoder ------------------------------------------------------------------
+    def _local(self) -> NoReturn:
+        raise UnsupportedParameter(
+            f"The model '{self.alias}' is served by an upstream and has no local tokenizer.", param="model"
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        self._local()
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> ChatPrompt:
+        self._local()
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        self._local()

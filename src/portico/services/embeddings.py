@@ -36,8 +36,9 @@ class EmbeddingService:
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry
 
-    async def prepare(self, body: EmbeddingRequest) -> PreparedEmbedding:
-        served = self._registry.resolve(body.model)
+    async def prepare(self, body: EmbeddingRequest, served: ServedModel | None = None) -> PreparedEmbedding:
+        """``body`` for ``served`` (default: the model it names), every input checked against the model."""
+        served = served or self._registry.resolve(body.model)
         embedder = served.embedder()
         if body.dimensions is not None and body.dimensions != embedder.dimensions:
             raise UnsupportedParameter(

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from portico.auth.principal import Principal
 from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, CacheMode, CacheStatus, Priority, new_id
-from portico.engines.registry import ServedModel
+from portico.engines.registry import ModelRegistry, ServedModel
+from portico.engines.upstream import UpstreamEngine
 from portico.errors import InvalidRequest
 from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from portico.schemas.common import PromptTokensDetails, Usage
@@ -28,6 +29,8 @@ from portico.services.cache import BYPASS, CacheLookup, ResponseCache
 from portico.services.embeddings import EmbeddingService, embedding_list
 from portico.services.inference import InferenceService, PreparedGeneration
 from portico.services.metering import Meter, Ticket
+from portico.services.routing import Route, route
+from portico.services.semantic_cache import SEMANTIC_BYPASS, SemanticCache
 
 if TYPE_CHECKING:  # services/upstream.py builds on this module
     from portico.services.upstream import UpstreamService
@@ -46,6 +49,8 @@ class Generated:
     body: BaseModel  # ChatCompletion | Completion | EmbeddingList
     ticket: Ticket
     cache: CacheStatus = CacheStatus.BYPASS
+    served_by: str | None = None  # the deployment that answered (None: the cache)
+    similarity: float | None = None  # a semantic cache hit's similarity (X-Cache-Similarity)
 
 
 def wire_usage(usage: inference.Usage, ticket: Ticket) -> Usage:
@@ -109,21 +114,25 @@ def _choice_texts(body: ChatCompletion | Completion) -> list[tuple[int, str]]:
 class GenerationService:
     def __init__(
         self,
+        registry: ModelRegistry,
         inference_service: InferenceService,
         embeddings: EmbeddingService,
+        upstream: UpstreamService,
         meter: Meter,
         *,
         background_timeout_s: float | None = None,
         cache: ResponseCache | None = None,
-        upstream: UpstreamService | None = None,
+        semantic_cache: SemanticCache | None = None,
     ) -> None:
+        self.registry = registry
         self.inference = inference_service
         self.embeddings = embeddings
+        # Models served by an upstream server (docs/gateway.md) go there instead of through the local engines.
+        self.upstream = upstream
         self.meter = meter
         self.background_timeout_s = background_timeout_s
         self.cache = cache
-        # Models served by an upstream server (docs/gateway.md) go there instead of through the local engines.
-        self.upstream = upstream
+        self.semantic_cache = semantic_cache
 
     async def admit(self, principal: Principal, prepared: PreparedGeneration, endpoint: str) -> Ticket:
         return await self.meter.admit(
@@ -182,8 +191,10 @@ class GenerationService:
         on_admit: OnAdmit | None = None,
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
+        semantic: bool | None = None,
     ) -> Generated:
-        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache)
+        """``semantic``: the request's ``X-Semantic-Cache`` (None: the model's setting decides)."""
+        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache, semantic)
 
     async def completion(
         self,
@@ -195,8 +206,14 @@ class GenerationService:
         on_admit: OnAdmit | None = None,
         timeout_s: float | None = None,
         cache: CacheMode = CacheMode.USE,
+        semantic: bool | None = None,
     ) -> Generated:
-        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache)
+        """``semantic``: the request's ``X-Semantic-Cache`` (None: the model's setting decides)."""
+        return await self._text(body, principal, priority, on_delta, on_admit, timeout_s, cache, semantic)
+
+    def route(self, name: str) -> Route:
+        """The model ``name`` names, then its fallbacks: where a request may be answered (docs/gateway.md)."""
+        return route(self.registry, name)
 
     async def _text(
         self,
@@ -207,44 +224,61 @@ class GenerationService:
         on_admit: OnAdmit | None,
         timeout_s: float | None,
         cache: CacheMode,
+        semantic: bool | None,
     ) -> Generated:
-        """Chat or completion: from the cache, from an upstream deployment, or from the local engine."""
+        """Chat or completion: from the exact or the semantic cache, else from the named model or a fallback,
+        upstream or local. Only the named model's answers are cached."""
         chat = isinstance(body, ChatCompletionRequest)
         endpoint, response, prefix = (
             (ENDPOINT_CHAT, ChatCompletion, PREFIX_CHAT_COMPLETION)
             if chat
             else (ENDPOINT_COMPLETIONS, Completion, PREFIX_COMPLETION)
         )
-        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
-            lookup = await self._lookup(principal, endpoint, served, body, cache)
-            if lookup.stored is not None:
-                return await self._replay_generation(
-                    response, lookup.stored, prefix, principal, served, on_admit, on_delta
-                )
-            if isinstance(body, ChatCompletionRequest):
-                generated = await self.upstream.chat(served, body, principal, on_admit=on_admit, on_delta=on_delta)
-            else:
-                generated = await self.upstream.completion(
-                    served, body, principal, on_admit=on_admit, on_delta=on_delta
-                )
-            return await self._stored(lookup, replace(generated, cache=lookup.status))
-        if isinstance(body, ChatCompletionRequest):
-            prepared = await self.inference.prepare_chat(body)
-        else:
-            prepared = await self.inference.prepare_completion(body)
-        lookup = await self._lookup(principal, endpoint, prepared.served, body, cache)
+        way = self.route(body.model)
+        lookup = await self._lookup(principal, endpoint, way.served, body, cache)
         if lookup.stored is not None:
             return await self._replay_generation(
-                response, lookup.stored, prefix, principal, prepared.served, on_admit, on_delta
+                response, lookup.stored, prefix, principal, way.served, on_admit, on_delta
             )
-        ticket = await self.admit(principal, prepared, endpoint)
-        if on_admit is not None:
-            on_admit(ticket)
-        result = await self.inference.complete(
-            prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
-        )
-        answer = _text_response(chat, result, prepared.served.snapshot, ticket)
-        return await self._stored(lookup, Generated(answer, ticket, lookup.status))
+        similar = SEMANTIC_BYPASS
+        if self.semantic_cache is not None:
+            similar = await self.semantic_cache.lookup(
+                principal.project_id,
+                endpoint,
+                way.served.snapshot,
+                body,
+                cache,
+                requested=semantic,
+                model_opt_in=way.served.settings.semantic_cache,
+            )
+        if similar.stored is not None:
+            replayed = await self._replay_generation(
+                response, similar.stored, prefix, principal, way.served, on_admit, on_delta
+            )
+            return replace(replayed, similarity=similar.similarity)
+
+        async def attempt(way: Route) -> Generated:
+            served = way.served
+            if isinstance(served.engine, UpstreamEngine):
+                if isinstance(body, ChatCompletionRequest):
+                    return await self.upstream.chat(way, body, principal, on_admit=on_admit, on_delta=on_delta)
+                return await self.upstream.completion(way, body, principal, on_admit=on_admit, on_delta=on_delta)
+            if isinstance(body, ChatCompletionRequest):
+                prepared = await self.inference.prepare_chat(body, served)
+            else:
+                prepared = await self.inference.prepare_completion(body, served)
+            ticket = await way.ticket_for(lambda: self.admit(principal, prepared, endpoint), on_admit)
+            result = await self.inference.complete(
+                prepared, ticket, priority=priority, on_delta=on_delta, timeout_s=timeout_s
+            )
+            return Generated(_text_response(chat, result, served.snapshot, ticket), ticket, served_by=served.alias)
+
+        generated = await way.run(attempt)
+        missed = CacheStatus.MISS in (lookup.status, similar.status)
+        generated = replace(generated, cache=CacheStatus.MISS if missed else CacheStatus.BYPASS)
+        if self.semantic_cache is not None and way.primary:
+            await self.semantic_cache.store(similar, generated.body)
+        return await self._stored(lookup if way.primary else BYPASS, generated)
 
     async def embedding(
         self,
@@ -255,29 +289,33 @@ class GenerationService:
         on_admit: OnAdmit | None = None,
         cache: CacheMode = CacheMode.USE,
     ) -> Generated:
-        if self.upstream is not None and (served := self.upstream.find(body.model)) is not None:
-            lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, served, body, cache)
-            if lookup.stored is not None:
-                return await self._replay_embedding(lookup.stored, principal, served, on_admit)
-            generated = await self.upstream.embedding(served, body, principal, on_admit=on_admit)
-            return await self._stored(lookup, replace(generated, cache=lookup.status))
-        prepared = await self.embeddings.prepare(body)
-        lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, prepared.served, body, cache)
+        way = self.route(body.model)
+        lookup = await self._lookup(principal, ENDPOINT_EMBEDDINGS, way.served, body, cache)
         if lookup.stored is not None:
-            return await self._replay_embedding(lookup.stored, principal, prepared.served, on_admit)
-        ticket = await self.meter.admit(
-            principal,
-            endpoint=ENDPOINT_EMBEDDINGS,
-            model=prepared.served.snapshot,
-            pricing=prepared.served.settings.pricing,
-            prompt_tokens=prepared.prompt_tokens,
-            max_completion_tokens=0,
-        )
-        if on_admit is not None:
-            on_admit(ticket)
-        vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
-        listing: EmbeddingList = embedding_list(prepared, vectors, body.encoding_format, ticket)
-        return await self._stored(lookup, Generated(listing, ticket, lookup.status))
+            return await self._replay_embedding(lookup.stored, principal, way.served, on_admit)
+
+        async def attempt(way: Route) -> Generated:
+            served = way.served
+            if isinstance(served.engine, UpstreamEngine):
+                return await self.upstream.embedding(way, body, principal, on_admit=on_admit)
+            prepared = await self.embeddings.prepare(body, served)
+            ticket = await way.ticket_for(
+                lambda: self.meter.admit(
+                    principal,
+                    endpoint=ENDPOINT_EMBEDDINGS,
+                    model=served.snapshot,
+                    pricing=served.settings.pricing,
+                    prompt_tokens=prepared.prompt_tokens,
+                    max_completion_tokens=0,
+                ),
+                on_admit,
+            )
+            vectors = await self.embeddings.embed(prepared, ticket, priority=priority)
+            listing = embedding_list(prepared, vectors, body.encoding_format, ticket)
+            return Generated(listing, ticket, served_by=served.alias)
+
+        generated = await way.run(attempt)
+        return await self._stored(lookup if way.primary else BYPASS, replace(generated, cache=lookup.status))
 
     async def _replay_embedding(
         self, stored: dict[str, Any], principal: Principal, served: ServedModel, on_admit: OnAdmit | None

@@ -151,8 +151,9 @@ class InferenceService:
         self._max_n = settings.max_n
 
     # -- preparation: everything that can be rejected is rejected before any work starts --------------
-    async def prepare_chat(self, body: ChatCompletionRequest) -> PreparedGeneration:
-        served = self._registry.resolve(body.model)
+    async def prepare_chat(self, body: ChatCompletionRequest, served: ServedModel | None = None) -> PreparedGeneration:
+        """``body`` for ``served`` (default: the model it names), checked against the model's window."""
+        served = served or self._registry.resolve(body.model)
         engine = served.generator(Capability.CHAT)
         prompt, template_stops = await _chat_prompt(engine, _chat_turns(body.messages))
         max_tokens = body.max_completion_tokens or body.max_tokens
@@ -160,8 +161,10 @@ class InferenceService:
         params = replace(params, stop=params.stop + template_stops)
         return PreparedGeneration(served, engine, [prompt], params, self._check_n(served, body.n))
 
-    async def prepare_completion(self, body: CompletionRequest) -> PreparedGeneration:
-        served = self._registry.resolve(body.model)
+    async def prepare_completion(
+        self, body: CompletionRequest, served: ServedModel | None = None
+    ) -> PreparedGeneration:
+        served = served or self._registry.resolve(body.model)
         engine = served.generator(Capability.COMPLETIONS)
         prompts = [await _prompt(engine, text) for text in body.prompts()]
         params = self._sampling(served, body, body.max_tokens, prompts, None)

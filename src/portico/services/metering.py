@@ -66,6 +66,8 @@ class Ticket:
     settlement: Settlement | None = None
     stream_started: bool = False  # the stream's own ending settles it from then on
     free: bool = False  # a cache hit: recorded with its tokens, charged no tokens and no cost
+    # Whether a failure hands the request to a fallback model (services/routing.py), which settles it instead.
+    defer_failure: Callable[[PorticoError], bool] | None = None
 
     @property
     def quota_warning(self) -> str | None:
@@ -94,6 +96,14 @@ class Ticket:
         return cost_usd(
             self.pricing, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
         )
+
+    def defers(self, error: PorticoError) -> bool:
+        """Whether ``error`` leaves the ticket to a fallback; never once a stream has started."""
+        return not self.stream_started and self.defer_failure is not None and self.defer_failure(error)
+
+    def retarget(self, model: str, pricing: PricingSettings) -> None:
+        """A fallback model takes over: its name and prices are what gets recorded and charged."""
+        self.model, self.pricing = model, pricing
 
     def note_first_token(self) -> None:
         if self.first_token_at is None:
@@ -202,23 +212,25 @@ class Meter:
 
 @contextmanager
 def settled_on_exit(ticket: Ticket, used: Callable[[], UsageCounts]) -> Iterator[None]:
-    """Settle ``ticket`` with ``used()`` however the block ends: status 200, the error's status, or 499."""
-    status, cancelled = 500, False
+    """Settle ``ticket`` with ``used()`` however the block ends: status 200, the error's status, or 499; unless
+    the error hands the request to a fallback (``Ticket.defers``)."""
+    status, cancelled, deferred = 500, False, False
     try:
         yield
         status = 200
     except PorticoError as exc:
-        status = exc.status_code
+        status, deferred = exc.status_code, ticket.defers(exc)
         raise
     except (asyncio.CancelledError, GeneratorExit):
         status, cancelled = 499, True
         raise
     finally:
-        counts = used()
-        ticket.settle(
-            prompt_tokens=counts.prompt_tokens,
-            completion_tokens=counts.completion_tokens,
-            cached_tokens=counts.cached_tokens,
-            status=status,
-            cancelled=cancelled,
-        )
+        if not deferred:  # a deferred failure is settled by the fallback that takes over
+            counts = used()
+            ticket.settle(
+                prompt_tokens=counts.prompt_tokens,
+                completion_tokens=counts.completion_tokens,
+                cached_tokens=counts.cached_tokens,
+                status=status,
+                cancelled=cancelled,
+            )

@@ -10,10 +10,14 @@ upstream's actual usage. Streams ask the upstream for ``stream_options.include_u
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,9 +26,9 @@ from pydantic import BaseModel, ValidationError
 
 from portico.auth.principal import Principal
 from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, Capability, new_id
-from portico.engines.registry import ModelRegistry, ServedModel
-from portico.engines.upstream import UpstreamEngine
-from portico.errors import PorticoError, UnsupportedParameter, UpstreamError
+from portico.engines.registry import ServedModel
+from portico.engines.upstream import UPSTREAM_FAILURES, Dispatch, UpstreamDeployment, UpstreamEngine
+from portico.errors import CircuitOpen, PorticoError, UnsupportedParameter, UpstreamError
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.schemas.completions import Completion, CompletionRequest
 from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
@@ -39,8 +43,12 @@ from portico.services.generation import (
     wire_usage,
 )
 from portico.services.metering import Meter, Ticket, UsageCounts, settled_on_exit
+from portico.services.routing import Route
+from portico.settings import RoutingSettings
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
+logger = logging.getLogger("portico.gateway")
 
 CHARS_PER_TOKEN = 3  # the estimate's ratio: generous for English with BPE tokenizers (about 4 characters a token)
 # Fields Portico keeps for itself rather than sending upstream (`store` would store the answer upstream too).
@@ -114,86 +122,132 @@ class UpstreamStream:
     chunks: AsyncIterator[dict[str, Any]]
     response: httpx.Response
     meter: Meter
+    served_by: str  # the deployment's name
+    dispatch: Dispatch
 
     def on_close(self) -> None:
         if not self.ticket.stream_started:
             self.ticket.settle_unstarted()
+            self.dispatch.end(None)
             self.meter.spawn(self.response.aclose())
 
 
-class UpstreamService:
-    def __init__(self, registry: ModelRegistry, meter: Meter) -> None:
-        self._registry = registry
-        self.meter = meter
+def _backoff(routing: RoutingSettings, retry: int, error: PorticoError) -> float:
+    """Full jitter over an exponential ceiling; at least an upstream's Retry-After, at most ``max_backoff_s``."""
+    ceiling = min(routing.max_backoff_s, routing.backoff_s * 2**retry)
+    return min(routing.max_backoff_s, max(random.uniform(0, ceiling), error.retry_after or 0.0))
 
-    def find(self, name: str) -> ServedModel | None:
-        """The model ``name`` addresses if an upstream serves it (resolved: 404/410 as usual), else None."""
-        if not isinstance(self._registry.engine_of(name), UpstreamEngine):
-            return None
-        return self._registry.resolve(name)
+
+async def _retrying(
+    engine: UpstreamEngine, attempt: Callable[[UpstreamDeployment], Awaitable[_T]]
+) -> tuple[_T, UpstreamDeployment]:
+    """``attempt`` on the deployment the balancer picks; after a retryable upstream failure, again (on another
+    deployment when one is available) after a backoff, up to ``routing.retries`` times. Only failures before
+    the answer's first byte get here, so a retry never repeats output the client has seen."""
+    routing = engine.routing
+    tried: list[UpstreamDeployment] = []
+    for retry in range(routing.retries + 1):
+        deployment = engine.pick(tried)
+        if deployment is None:
+            wait = min(d.breaker.probe_in_s() for d in engine.deployments)
+            raise CircuitOpen(
+                f"Every upstream deployment of '{engine.alias}' is failing; the next is probed in {wait:.0f}s. "
+                "Retry later.",
+                retry_after=wait,
+            )
+        tried.append(deployment)
+        try:
+            return await attempt(deployment), deployment
+        except UPSTREAM_FAILURES as exc:
+            if retry == routing.retries:
+                raise
+            logger.info(
+                "upstream deployment %s failed (%s); retry %d of %d",
+                deployment.name,
+                exc.code,
+                retry + 1,
+                routing.retries,
+            )
+            await asyncio.sleep(_backoff(routing, retry, exc))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@contextmanager
+def _ended_on_exit(dispatch: Dispatch) -> Iterator[None]:
+    """End a stream's dispatch with how the stream ended (a mid-stream upstream failure counts against it)."""
+    try:
+        yield
+    except BaseException as exc:
+        dispatch.end(exc)
+        raise
+    dispatch.end(None)
+
+
+class UpstreamService:
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
 
     # -- sync ------------------------------------------------------------------------------------------
     async def chat(
         self,
-        served: ServedModel,
+        route: Route,
         body: ChatCompletionRequest,
         principal: Principal,
         *,
         on_admit: OnAdmit | None = None,
         on_delta: OnDelta | None = None,
     ) -> Generated:
+        served = route.served
         call = self._call(served, _CHAT, body, body.max_completion_tokens or body.max_tokens, body.n)
-        answer, usage, ticket = await self._run(call, principal, on_admit)
+        answer, usage, ticket, served_by = await self._run(call, principal, route, on_admit)
         completion = self._validated(
             ChatCompletion, answer, served, PREFIX_CHAT_COMPLETION, wire_usage(usage, ticket).model_dump()
         )
         if on_delta is not None:
             for choice in completion.choices:
                 on_delta(choice.index, choice.message.content)
-        return Generated(completion, ticket)
+        return Generated(completion, ticket, served_by=served_by)
 
     async def completion(
         self,
-        served: ServedModel,
+        route: Route,
         body: CompletionRequest,
         principal: Principal,
         *,
         on_admit: OnAdmit | None = None,
         on_delta: OnDelta | None = None,
     ) -> Generated:
+        served = route.served
         call = self._call(served, _COMPLETIONS, body, body.max_tokens, body.n * len(body.prompts()))
-        answer, usage, ticket = await self._run(call, principal, on_admit)
+        answer, usage, ticket, served_by = await self._run(call, principal, route, on_admit)
         completion = self._validated(
             Completion, answer, served, PREFIX_COMPLETION, wire_usage(usage, ticket).model_dump()
         )
         if on_delta is not None:
             for choice in completion.choices:
                 on_delta(choice.index, choice.text)
-        return Generated(completion, ticket)
+        return Generated(completion, ticket, served_by=served_by)
 
     async def embedding(
-        self, served: ServedModel, body: EmbeddingRequest, principal: Principal, *, on_admit: OnAdmit | None = None
+        self, route: Route, body: EmbeddingRequest, principal: Principal, *, on_admit: OnAdmit | None = None
     ) -> Generated:
+        served = route.served
         call = self._call(served, _EMBEDDINGS, body, 0, 0)
-        answer, usage, ticket = await self._run(call, principal, on_admit)
+        answer, usage, ticket, served_by = await self._run(call, principal, route, on_admit)
         cost = ticket.cost_of(prompt_tokens=usage.prompt_tokens, completion_tokens=0, cached_tokens=0)
         wire = {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens, "cost": cost}
-        return Generated(self._validated(EmbeddingList, answer, served, None, wire), ticket)
+        return Generated(self._validated(EmbeddingList, answer, served, None, wire), ticket, served_by=served_by)
 
     # -- streams ---------------------------------------------------------------------------------------
-    async def stream_chat(
-        self, served: ServedModel, body: ChatCompletionRequest, principal: Principal
-    ) -> UpstreamStream:
-        call = self._call(served, _CHAT, body, body.max_completion_tokens or body.max_tokens, body.n)
+    async def stream_chat(self, route: Route, body: ChatCompletionRequest, principal: Principal) -> UpstreamStream:
+        call = self._call(route.served, _CHAT, body, body.max_completion_tokens or body.max_tokens, body.n)
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return await self._stream(call, principal, PREFIX_CHAT_COMPLETION, include_usage)
+        return await self._stream(call, principal, route, PREFIX_CHAT_COMPLETION, include_usage)
 
-    async def stream_completion(
-        self, served: ServedModel, body: CompletionRequest, principal: Principal
-    ) -> UpstreamStream:
-        call = self._call(served, _COMPLETIONS, body, body.max_tokens, body.n * len(body.prompts()))
+    async def stream_completion(self, route: Route, body: CompletionRequest, principal: Principal) -> UpstreamStream:
+        call = self._call(route.served, _COMPLETIONS, body, body.max_tokens, body.n * len(body.prompts()))
         include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return await self._stream(call, principal, PREFIX_COMPLETION, include_usage)
+        return await self._stream(call, principal, route, PREFIX_COMPLETION, include_usage)
 
     # -- the parts -------------------------------------------------------------------------------------
     def _call(
@@ -212,7 +266,6 @@ class UpstreamService:
         payload = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
         for name in _LOCAL_FIELDS:
             payload.pop(name, None)
-        payload["model"] = engine.model_name
         estimate = _tokens(len(json.dumps(payload.get(route.input_field, ""), ensure_ascii=False)))
         completion = (max_tokens or max(1, engine.context_window - estimate)) * choices
         return UpstreamCall(served, engine, route, payload, estimate, completion)
@@ -228,21 +281,33 @@ class UpstreamService:
         )
 
     async def _run(
-        self, call: UpstreamCall, principal: Principal, on_admit: OnAdmit | None
-    ) -> tuple[dict[str, Any], inference.Usage, Ticket]:
-        """Admit, call the upstream, settle with its usage (0 if it failed or the client left first)."""
-        ticket = await self._admit(call, principal)
-        if on_admit is not None:
-            on_admit(ticket)
+        self, call: UpstreamCall, principal: Principal, route: Route, on_admit: OnAdmit | None
+    ) -> tuple[dict[str, Any], inference.Usage, Ticket, str]:
+        """Admit, call the upstream, settle with its usage (0 if it failed or the client left first); the answer,
+        its usage, the ticket and the deployment that answered."""
+        ticket = await route.ticket_for(lambda: self._admit(call, principal), on_admit)
         used = UsageCounts(0)
         with settled_on_exit(ticket, lambda: used):
-            answer = await call.engine.post(call.route.path, call.payload)
+            answer, deployment = await self._post(call)
             usage = _usage(answer.get("usage"))
             if usage is None:  # an upstream that reports no usage: the estimate, and the answer's characters
                 chars = sum(len(_choice_text(choice)) for choice in answer.get("choices") or [])
                 usage = inference.Usage(call.prompt_estimate, _tokens(chars) if call.route.path != "embeddings" else 0)
             used = _counts(usage)
-        return answer, usage, ticket
+        return answer, usage, ticket, deployment.name
+
+    async def _post(self, call: UpstreamCall) -> tuple[dict[str, Any], UpstreamDeployment]:
+        async def attempt(deployment: UpstreamDeployment) -> dict[str, Any]:
+            dispatch = deployment.dispatch()
+            try:
+                answer = await deployment.post(call.route.path, {**call.payload, "model": deployment.model_name})
+            except BaseException as exc:
+                dispatch.end(exc)
+                raise
+            dispatch.end(None)
+            return answer
+
+        return await _retrying(call.engine, attempt)
 
     def _validated(
         self,
@@ -263,24 +328,43 @@ class UpstreamService:
             ) from None
 
     async def _stream(
-        self, call: UpstreamCall, principal: Principal, id_prefix: str, include_usage: bool
+        self, call: UpstreamCall, principal: Principal, route: Route, id_prefix: str, include_usage: bool
     ) -> UpstreamStream:
-        """Admit and open the upstream stream, so its failures answer with their own status, not mid-stream."""
-        ticket = await self._admit(call, principal)
+        """Admit and open the upstream stream, so its failures answer with their own status (or fall back), not
+        mid-stream."""
+        ticket = await route.ticket_for(lambda: self._admit(call, principal))
         payload = {**call.payload, "stream": True, "stream_options": {"include_usage": True}}
+
+        async def attempt(deployment: UpstreamDeployment) -> tuple[httpx.Response, Dispatch]:
+            dispatch = deployment.dispatch()
+            try:
+                opened = await deployment.open_stream(call.route.path, {**payload, "model": deployment.model_name})
+            except BaseException as exc:
+                dispatch.end(exc)
+                raise
+            return opened, dispatch
+
         try:
-            response = await call.engine.open_stream(call.route.path, payload)
+            (response, dispatch), deployment = await _retrying(call.engine, attempt)
         except PorticoError as exc:
-            ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=exc.status_code)
+            if not ticket.defers(exc):
+                ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=exc.status_code)
             raise
         except BaseException:
             ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=499, cancelled=True)
             raise
-        chunks = self._chunks(call, response, ticket, new_id(id_prefix), include_usage)
-        return UpstreamStream(ticket, chunks, response, self.meter)
+        chunks = self._chunks(call, deployment, response, dispatch, ticket, new_id(id_prefix), include_usage)
+        return UpstreamStream(ticket, chunks, response, self.meter, deployment.name, dispatch)
 
     async def _chunks(
-        self, call: UpstreamCall, response: httpx.Response, ticket: Ticket, chunk_id: str, include_usage: bool
+        self,
+        call: UpstreamCall,
+        deployment: UpstreamDeployment,
+        response: httpx.Response,
+        dispatch: Dispatch,
+        ticket: Ticket,
+        chunk_id: str,
+        include_usage: bool,
     ) -> AsyncIterator[dict[str, Any]]:
         """The upstream's chunks with Portico's id and snapshot; its usage chunk (with cost) if the client asked.
 
@@ -300,8 +384,8 @@ class UpstreamService:
         def rewrite(chunk: dict[str, Any]) -> dict[str, Any]:
             return {**chunk, "id": chunk_id, "model": snapshot}
 
-        with settled_on_exit(ticket, used):
-            async for chunk in call.engine.events(response):
+        with settled_on_exit(ticket, used), _ended_on_exit(dispatch):
+            async for chunk in deployment.events(response):
                 usage = _usage(chunk.get("usage")) or usage
                 choices = chunk.get("choices") or []
                 if choices:
