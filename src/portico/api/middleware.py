@@ -21,6 +21,8 @@ from portico.constants import (
 )
 from portico.engines.versions import noting_named_versions
 from portico.errors import PayloadTooLarge, PorticoError
+from portico.observability import metrics, tracing
+from portico.observability.context import RequestRecord, request_record_var
 from portico.observability.logging import request_id_var
 
 logger = logging.getLogger("portico.access")
@@ -52,6 +54,8 @@ class RequestContextMiddleware:
             return
         request_id = _client_request_id(scope) or new_id(PREFIX_REQUEST)
         token = request_id_var.set(request_id)
+        record = RequestRecord()
+        record_token = request_record_var.set(record)
         started = time.perf_counter()
         status = 0
 
@@ -64,28 +68,49 @@ class RequestContextMiddleware:
                 headers[HEADER_PROCESSING_MS] = f"{(time.perf_counter() - started) * 1000:.1f}"
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_headers)
-        except Exception:
-            logger.exception("unhandled error")
-            if status == 0:
-                unexpected = PorticoError(
-                    "The server hit an unexpected error while handling this request. "
-                    "Retry it; if it keeps failing, report the request id."
+        with tracing.server_span(scope["method"], scope["path"], scope["headers"]) as span:
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception:
+                logger.exception("unhandled error")
+                if status == 0:
+                    unexpected = PorticoError(
+                        "The server hit an unexpected error while handling this request. "
+                        "Retry it; if it keeps failing, report the request id."
+                    )
+                    await error_response(unexpected)(scope, receive, send_with_headers)
+            finally:
+                duration_s = time.perf_counter() - started
+                route = _route_template(scope)
+                tracing.finish_server_span(span, route=route, status=status, model=record.model)
+                _observe(record, route, scope["method"], status, duration_s)
+                logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(duration_s * 1000, 1),
+                        "key_id": scope.get("state", {}).get("key_id"),
+                        "model": record.model,
+                        "prompt_tokens": record.prompt_tokens,
+                        "completion_tokens": record.completion_tokens,
+                        "cached_tokens": record.cached_tokens,
+                    },
                 )
-                await error_response(unexpected)(scope, receive, send_with_headers)
-        finally:
-            logger.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "key_id": scope.get("state", {}).get("key_id"),
-                },
-            )
-            request_id_var.reset(token)
+                request_record_var.reset(record_token)
+                request_id_var.reset(token)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (``/v1/jobs/{job_id}``): a bounded label, unlike the raw path."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+def _observe(record: RequestRecord, route: str, method: str, status: int, duration_s: float) -> None:
+    metrics.observe_http(route, method, status, duration_s)
+    if record.upstream_calls:
+        metrics.observe_gateway_overhead(route, duration_s - record.upstream_s)
 
 
 class ModelVersionMiddleware:

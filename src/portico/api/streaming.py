@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from portico.api.errors import error_body
 from portico.errors import PorticoError
+from portico.observability import metrics
 
 logger = logging.getLogger("portico.streaming")
 
@@ -62,9 +63,11 @@ class _SSEResponse(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.stream_opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            metrics.stream_closed()
             self._on_close()
 
 

@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from portico.cli import db, keys, projects, worker
+from portico.cli import bench, chat, config, db, keys, models, projects, usage, worker
 from portico.cli.common import console, load_settings
 from portico.observability.logging import configure_logging
+from portico.observability.metrics import shared_across_processes
 from portico.services.control_plane import FIRST_KEY_HINT, open_admin
 from portico.settings import Settings
 
@@ -56,7 +57,8 @@ def serve(
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
     settings.export_to_environment()
-    uvicorn.run("portico.app:create_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    with shared_across_processes():
+        uvicorn.run("portico.app:create_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
 
 
 def prepare_database(settings: Settings) -> None:
@@ -84,7 +86,12 @@ def prepare_database(settings: Settings) -> None:
 app.add_typer(keys.app, name="keys")
 app.add_typer(projects.app, name="projects")
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.add_typer(config.app, name="config")
 app.command(name="worker")(worker.worker)
+app.command(name="chat")(chat.chat)
+app.command(name="usage")(usage.usage)
+app.command(name="bench")(bench.bench)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from portico.engines.base import EngineStats, Generation, GenerationRequest, Out
 from portico.engines.grammar import json_grammar
 from portico.engines.stops import StopFilter
 from portico.errors import EngineError
+from portico.observability import metrics
 
 logger = logging.getLogger("portico.engine")
 
@@ -292,6 +293,7 @@ class DecodeLoop:
         if status != 0:
             raise EngineError(f"llama_decode returned {status}")
         self._stats.last_batch_size = len(entries)
+        metrics.observe_batch(len(entries))
         self._stats.prompt_tokens_decoded += sum(not isinstance(entry.reader, _Choice) for entry in entries)
         for entry in entries:
             slot = self._slots[entry.seq_id]

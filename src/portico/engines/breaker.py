@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from portico.observability import metrics
+
 logger = logging.getLogger("portico.gateway")
 
 
@@ -34,6 +36,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._failures = 0
         self._probing = False
+        metrics.circuit_state(name, is_open=False)
 
     @property
     def state(self) -> CircuitState:
@@ -62,6 +65,7 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self._open:
             logger.info("circuit of upstream deployment %s closed: the probe succeeded", self.name)
+            metrics.circuit_state(self.name, is_open=False)
         self._open, self._failures, self._probing = False, 0, False
 
     def failed(self) -> None:
@@ -71,6 +75,7 @@ class CircuitBreaker:
             return
         if self._failures >= self.threshold:
             self._open, self._opened_at = True, self._clock()
+            metrics.circuit_state(self.name, is_open=True)
             logger.warning(
                 "circuit of upstream deployment %s opened after %d consecutive failures; probing in %gs",
                 self.name,

@@ -85,7 +85,10 @@ class ModelRegistry:
         for model in models:
             engine = build_engine(model)
             admission = AdmissionQueue(
-                slots=engine.slots, max_waiting=queue.max_waiting, wait_timeout_s=queue.wait_timeout_s
+                slots=engine.slots,
+                max_waiting=queue.max_waiting,
+                wait_timeout_s=queue.wait_timeout_s,
+                model=model.snapshot,
             )
             self._models.append(
                 ServedModel(

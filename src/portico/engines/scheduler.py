@@ -17,13 +17,15 @@ from contextlib import asynccontextmanager
 
 from portico.constants import Priority
 from portico.errors import EngineOverloaded
+from portico.observability import metrics, tracing
 
 # Weight of the newest service time in the moving average used for Retry-After.
 _SERVICE_TIME_SMOOTHING = 0.2
 
 
 class AdmissionQueue:
-    def __init__(self, *, slots: int, max_waiting: int, wait_timeout_s: float) -> None:
+    def __init__(self, *, slots: int, max_waiting: int, wait_timeout_s: float, model: str = "") -> None:
+        self.model = model  # the label of its queue metrics
         self._free = slots
         self._slots = slots
         self._max_waiting = max_waiting
@@ -51,10 +53,14 @@ class AdmissionQueue:
 
     @asynccontextmanager
     async def slot(self, priority: Priority = Priority.INTERACTIVE) -> AsyncIterator[None]:
-        await self._acquire(priority)
+        arrived = time.monotonic()
+        with tracing.span("portico.queue_wait", model=self.model):
+            await self._acquire(priority)
         started = time.monotonic()
+        metrics.observe_queue_wait(self.model, started - arrived)
         try:
-            yield
+            with tracing.span("portico.engine", model=self.model):
+                yield
         finally:
             elapsed = time.monotonic() - started
             self._mean_service_s += _SERVICE_TIME_SMOOTHING * (elapsed - self._mean_service_s)
@@ -67,7 +73,7 @@ class AdmissionQueue:
         self.ensure_room()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._heap, (priority, next(self._arrivals), future))
-        self.waiting += 1
+        self._set_waiting(self.waiting + 1)
         try:
             async with asyncio.timeout(self._wait_timeout_s):
                 await future
@@ -76,7 +82,7 @@ class AdmissionQueue:
                 self._release()  # the slot was handed to us as we gave up: pass it on
             else:
                 future.cancel()
-                self.waiting -= 1
+                self._set_waiting(self.waiting - 1)
             if isinstance(exc, TimeoutError):
                 raise EngineOverloaded(
                     f"No engine slot freed up within {self._wait_timeout_s:g} s. Retry later.",
@@ -84,11 +90,15 @@ class AdmissionQueue:
                 ) from exc
             raise
 
+    def _set_waiting(self, waiting: int) -> None:
+        self.waiting = waiting
+        metrics.queue_depth(self.model, waiting)
+
     def _release(self) -> None:
         while self._heap:
             _, _, future = heapq.heappop(self._heap)
             if not future.done():
-                self.waiting -= 1
+                self._set_waiting(self.waiting - 1)
                 future.set_result(None)
                 return
         self._free += 1

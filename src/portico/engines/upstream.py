@@ -11,6 +11,7 @@ is tokenized or generated locally: ``services/upstream.py`` sends the request bo
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -30,6 +31,8 @@ from portico.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from portico.observability import metrics, tracing
+from portico.observability.context import note_upstream_call
 from portico.settings import ModelSettings, RoutingSettings, UpstreamSettings
 
 DEFAULT_CONTEXT_WINDOW = 4096  # what /v1/models reports and the reservation assumes without `context_window`
@@ -59,6 +62,7 @@ class Dispatch:
     def __init__(self, deployment: UpstreamDeployment) -> None:
         self.deployment = deployment
         self._ended = False
+        self._sent_at = time.perf_counter()
 
     def end(self, error: BaseException | None) -> None:
         """Once: no error or the client's own 4xx (the upstream answered) is a success; an upstream failure is a
@@ -67,10 +71,12 @@ class Dispatch:
             return
         self._ended = True
         self.deployment.outstanding -= 1
+        note_upstream_call(time.perf_counter() - self._sent_at)
         breaker = self.deployment.breaker
         if error is None or isinstance(error, InvalidRequest):
             breaker.succeeded()
         elif isinstance(error, UPSTREAM_FAILURES):
+            metrics.upstream_failed(self.deployment.name, error.code)
             breaker.failed()
         else:
             breaker.released()
@@ -168,8 +174,8 @@ class UpstreamDeployment:
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` (relative to ``base_url``); the JSON answer, or the mapped error."""
-        with self.upstream_errors():
-            response = await self.client.post(path, json=body)
+        with tracing.span("portico.upstream", deployment=self.name), self.upstream_errors():
+            response = await self.client.post(path, json=body, headers=tracing.trace_headers())
         self.raise_for_status(response)
         try:
             answer = response.json()
@@ -182,8 +188,9 @@ class UpstreamDeployment:
     async def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """Send a streamed request and wait for its status; the open response, or the mapped error."""
         client = self.client
-        with self.upstream_errors():
-            response = await client.send(client.build_request("POST", path, json=body), stream=True)
+        with tracing.span("portico.upstream", deployment=self.name), self.upstream_errors():
+            request = client.build_request("POST", path, json=body, headers=tracing.trace_headers())
+            response = await client.send(request, stream=True)
             if response.status_code >= 400:
                 try:
                     await response.aread()

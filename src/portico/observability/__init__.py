@@ -1,1 +1,1 @@
-"""Logs (and later metrics and tracing)."""
+"""Logs, Prometheus metrics and OpenTelemetry tracing: what an operator sees of a running server."""

@@ -20,6 +20,7 @@ from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, CacheMo
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.engines.upstream import UpstreamEngine
 from portico.errors import InvalidRequest
+from portico.observability import metrics
 from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.completions import Completion, CompletionChoice, CompletionRequest
@@ -251,6 +252,7 @@ class GenerationService:
                 requested=semantic,
                 model_opt_in=way.served.settings.semantic_cache,
             )
+            metrics.cache_lookup("semantic", similar.status)
         if similar.stored is not None:
             replayed = await self._replay_generation(
                 response, similar.stored, prefix, principal, way.served, on_admit, on_delta
@@ -329,7 +331,9 @@ class GenerationService:
     ) -> CacheLookup:
         if self.cache is None:
             return BYPASS
-        return await self.cache.lookup(principal.project_id, endpoint, served.snapshot, body, mode)
+        lookup = await self.cache.lookup(principal.project_id, endpoint, served.snapshot, body, mode)
+        metrics.cache_lookup("exact", lookup.status)
+        return lookup
 
     async def _stored(self, lookup: CacheLookup, generated: Generated) -> Generated:
         if self.cache is not None:

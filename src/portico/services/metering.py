@@ -18,8 +18,10 @@ from typing import Any
 
 from portico.auth.principal import Principal
 from portico.constants import HEADER_QUOTA_WARNING, PREFIX_LEASE, new_id
-from portico.errors import PorticoError
-from portico.limits.base import Demand, Limiter, Reservation
+from portico.errors import PorticoError, RateLimited
+from portico.limits.base import Demand, Limiter, LimitPolicy, Reservation
+from portico.observability import metrics, tracing
+from portico.observability.context import note_usage
 from portico.observability.logging import request_id_var
 from portico.settings import PricingSettings
 from portico.usage.pricing import cost_usd, most_cost, to_micros
@@ -125,6 +127,7 @@ class Ticket:
         )
         self.settlement = Settlement(prompt_tokens, completion_tokens, cached_tokens, cost)
         now = time.perf_counter()
+        self._publish(self.settlement, status, now)
         if self.reservation is not None and self.reservation.enforced:
             self.meter.spawn(
                 self.meter.limiter.settle(
@@ -156,6 +159,24 @@ class Ticket:
         )
         return self.settlement
 
+    def _publish(self, settlement: Settlement, status: int, now: float) -> None:
+        """The settled usage into the metrics and the request's access log line."""
+        metrics.observe_usage(
+            endpoint=self.endpoint,
+            model=self.model,
+            status=status,
+            prompt_tokens=settlement.prompt_tokens,
+            completion_tokens=settlement.completion_tokens,
+            seconds=now - self.started,
+            first_token_s=None if self.first_token_at is None else self.first_token_at - self.started,
+        )
+        note_usage(
+            self.model,
+            prompt_tokens=settlement.prompt_tokens,
+            completion_tokens=settlement.completion_tokens,
+            cached_tokens=settlement.cached_tokens,
+        )
+
 
 class Meter:
     def __init__(self, limiter: Limiter, recorder: UsageRecorder) -> None:
@@ -185,7 +206,7 @@ class Meter:
                     most_cost(pricing, prompt_tokens=prompt_tokens, max_completion_tokens=max_completion_tokens)
                 ),
             )
-            reservation = await self.limiter.reserve(demand, principal.policy)
+            reservation = await self._reserve(demand, principal.policy)
         return Ticket(self, principal, endpoint, model, pricing, reservation, request_id)
 
     async def admit_free(self, principal: Principal, *, endpoint: str, model: str, pricing: PricingSettings) -> Ticket:
@@ -194,8 +215,17 @@ class Meter:
         reservation = None
         if not principal.policy.unlimited:
             demand = Demand(subject=principal.subject, lease_id=new_id(PREFIX_LEASE), tokens=0, cost_micros=0)
-            reservation = await self.limiter.reserve(demand, principal.policy)
+            reservation = await self._reserve(demand, principal.policy)
         return Ticket(self, principal, endpoint, model, pricing, reservation, request_id, free=True)
+
+    async def _reserve(self, demand: Demand, policy: LimitPolicy) -> Reservation:
+        """The limiter's reservation; a refusal is counted under the limit that tripped."""
+        with tracing.span("portico.limits"):
+            try:
+                return await self.limiter.reserve(demand, policy)
+            except RateLimited as exc:
+                metrics.rate_limited(exc.code)
+                raise
 
     def spawn(self, settling: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(settling)
