@@ -653,12 +653,15 @@ def main() -> None:
         raise
     shutil.rmtree(run_dir)
     checks = target_rows(rows)
+    target_cells = [cells for cells, _ in checks]
     if markdown:
         print_markdown(COLUMNS, table_rows(rows))
-        print_markdown(TARGET_COLUMNS, [cells for cells, _ in checks])
+        if target_cells:
+            print_markdown(TARGET_COLUMNS, target_cells)
     else:
         print_rich(COLUMNS, table_rows(rows), f"Gateway overhead, {setup.requests} requests per row")
-        print_rich(TARGET_COLUMNS, [cells for cells, _ in checks], "Targets")
+        if target_cells:
+            print_rich(TARGET_COLUMNS, target_cells, "Targets (all three arms needed)")
     console.print(
         f"{setup.warmup} warm-up + {setup.requests} timed requests per row; "
         f"1-min load average at start {load_before:.2f}",

@@ -41,6 +41,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    client_port: int  # the client's end of the connection: equal ports, a reused connection
 
 
 @dataclass(slots=True)
@@ -82,7 +83,7 @@ class MockUpstream:
                 break
         headers = {name.decode().lower(): value.decode() for name, value in scope["headers"]}
         body = json.loads(raw) if raw else {}
-        self.requests.append(Recorded(scope["path"], headers, body))
+        self.requests.append(Recorded(scope["path"], headers, body, scope["client"][1]))
         call = _Call()
         watcher = asyncio.ensure_future(self._watch(call, receive))
         try:

@@ -14,13 +14,13 @@ def request_with(*headers: tuple[str, str]) -> Request:
     return Request({"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": raw})
 
 
-def test_x_semantic_cache_on_off_or_absent() -> None:
-    assert semantic_cache_request(request_with(("X-Semantic-Cache", "on"))) is True
-    assert semantic_cache_request(request_with(("x-semantic-cache", " OFF "))) is False
-    assert semantic_cache_request(request_with()) is None
+async def test_x_semantic_cache_on_off_or_absent() -> None:
+    assert await semantic_cache_request(request_with(("X-Semantic-Cache", "on"))) is True
+    assert await semantic_cache_request(request_with(("x-semantic-cache", " OFF "))) is False
+    assert await semantic_cache_request(request_with()) is None
 
 
-def test_any_other_x_semantic_cache_value_is_a_400_naming_the_header() -> None:
+async def test_any_other_x_semantic_cache_value_is_a_400_naming_the_header() -> None:
     with pytest.raises(InvalidRequest, match="X-Semantic-Cache header must be 'on' or 'off', not 'yes'") as raised:
-        semantic_cache_request(request_with(("X-Semantic-Cache", "yes")))
+        await semantic_cache_request(request_with(("X-Semantic-Cache", "yes")))
     assert raised.value.status_code == 400 and raised.value.param == "X-Semantic-Cache"

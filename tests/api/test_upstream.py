@@ -177,6 +177,14 @@ async def test_limits_settle_with_the_upstreams_actual_usage(mock: MockUpstream)
     assert totals["cost_usd"] == pytest.approx(2 * _cost(PROMPT_TOKENS, 5))
 
 
+async def test_finished_streams_leave_their_connection_for_the_next_request(mock: MockUpstream) -> None:
+    async with asgi_client(upstream_settings(mock)) as (http, _):
+        for _ in range(3):
+            streamed = await http.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    assert len({recorded.client_port for recorded in mock.requests}) == 1
+
+
 async def test_stream_disconnect_closes_the_upstream_stream_within_100ms(mock: MockUpstream) -> None:
     mock.chunks, mock.chunk_delay_s = 400, 0.02
     with live_server(upstream_settings(mock)) as server:

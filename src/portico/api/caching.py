@@ -11,7 +11,7 @@ from portico.constants import HEADER_CACHE_CONTROL, HEADER_SEMANTIC_CACHE, Cache
 from portico.errors import InvalidRequest
 
 
-def cache_mode(request: Request) -> CacheMode:
+async def cache_mode(request: Request) -> CacheMode:
     """``Cache-Control: no-store``: neither read nor store; ``no-cache``: don't read, store the fresh answer."""
     directives = {
         part.strip().split("=", 1)[0].lower() for part in request.headers.get(HEADER_CACHE_CONTROL, "").split(",")
@@ -26,7 +26,7 @@ def cache_mode(request: Request) -> CacheMode:
 CacheModeDep = Annotated[CacheMode, Depends(cache_mode)]
 
 
-def semantic_cache_request(request: Request) -> bool | None:
+async def semantic_cache_request(request: Request) -> bool | None:
     """``X-Semantic-Cache: on``: use the semantic cache (sampled requests too); ``off``: don't; absent: the model's
     setting decides."""
     value = request.headers.get(HEADER_SEMANTIC_CACHE)

@@ -28,77 +28,77 @@ from portico.settings import Settings
 from portico.storage.database import Database
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_inference(request: Request) -> InferenceService:
+async def get_inference(request: Request) -> InferenceService:
     service: InferenceService = request.app.state.inference
     return service
 
 
-def get_embeddings(request: Request) -> EmbeddingService:
+async def get_embeddings(request: Request) -> EmbeddingService:
     service: EmbeddingService = request.app.state.embeddings
     return service
 
 
-def get_meter(request: Request) -> Meter:
+async def get_meter(request: Request) -> Meter:
     meter: Meter = request.app.state.meter
     return meter
 
 
-def get_generation(request: Request) -> GenerationService:
+async def get_generation(request: Request) -> GenerationService:
     service: GenerationService = request.app.state.generation
     return service
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_admin(request: Request) -> AdminService:
+async def get_admin(request: Request) -> AdminService:
     service: AdminService = request.app.state.admin
     return service
 
 
-def get_usage(request: Request) -> UsageService:
+async def get_usage(request: Request) -> UsageService:
     service: UsageService = request.app.state.usage
     return service
 
 
-def get_files(request: Request) -> FileService:
+async def get_files(request: Request) -> FileService:
     service: FileService = request.app.state.files
     return service
 
 
-def get_batches(request: Request) -> BatchService:
+async def get_batches(request: Request) -> BatchService:
     service: BatchService = request.app.state.batches
     return service
 
 
-def get_conversations(request: Request) -> ConversationService:
+async def get_conversations(request: Request) -> ConversationService:
     service: ConversationService = request.app.state.conversations
     return service
 
 
-def get_stored_completions(request: Request) -> StoredCompletionService:
+async def get_stored_completions(request: Request) -> StoredCompletionService:
     service: StoredCompletionService = request.app.state.stored_completions
     return service
 
 
-def get_jobs(request: Request) -> JobService:
+async def get_jobs(request: Request) -> JobService:
     service: JobService = request.app.state.jobs
     return service
 
 
-def get_webhooks(request: Request) -> WebhookService:
+async def get_webhooks(request: Request) -> WebhookService:
     service: WebhookService = request.app.state.webhooks
     return service
 
@@ -140,8 +140,11 @@ def require_scope(scope: Scope) -> Any:
     return Depends(check)
 
 
-def require_json(request: Request) -> None:
-    """JSON endpoints accept ``application/json`` (or ``+json``); a body without a Content-Type is read as JSON."""
+async def require_json(request: Request) -> None:
+    """JSON endpoints accept ``application/json`` (or ``+json``); a body without a Content-Type is read as JSON.
+
+    (This module's dependencies are ``async def`` although they do not await: FastAPI runs a plain ``def``
+    dependency in its thread pool, a thread hop per request for an attribute lookup.)"""
     content_type = request.headers.get("content-type")
     if content_type is None:
         return

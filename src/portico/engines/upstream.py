@@ -10,10 +10,11 @@ is tokenized or generated locally: ``services/upstream.py`` sends the request bo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 import httpx
@@ -36,6 +37,7 @@ from portico.observability.context import note_upstream_call
 from portico.settings import ModelSettings, RoutingSettings, UpstreamSettings
 
 DEFAULT_CONTEXT_WINDOW = 4096  # what /v1/models reports and the reservation assumes without `context_window`
+DRAIN_S = 0.5  # longest wait for the end of a stream's body after its [DONE]
 MAX_UPSTREAM_MESSAGE = 500  # characters of an upstream's error message passed on to the client
 
 
@@ -200,14 +202,19 @@ class UpstreamDeployment:
         return response
 
     async def events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """The JSON payloads of an open SSE response until ``[DONE]``; the response is closed however it ends."""
+        """The JSON payloads of an open SSE response until ``[DONE]``; the response is closed however it ends.
+
+        After ``[DONE]`` the rest of the body is read (briefly), so the connection goes back to the pool instead of
+        being dropped with unread bytes."""
         try:
             with self.upstream_errors():
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     if not line.startswith("data:"):
                         continue
                     data = line[len("data:") :].strip()
                     if data == "[DONE]":
+                        await _drain(lines)
                         return
                     try:
                         payload = json.loads(data)
@@ -219,6 +226,14 @@ class UpstreamDeployment:
                         yield payload
         finally:
             await response.aclose()
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read what an upstream sends after ``[DONE]`` (normally nothing but the body's end), for at most a moment."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
 
 
 class UpstreamEngine:
