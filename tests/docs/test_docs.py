@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from portico.errors import AuthenticationFailed, PorticoError, RateLimited
 from portico.settings import Settings
 from portico.settings_reference import BEGIN, END, reference, undocumented
 
@@ -65,3 +66,21 @@ def test_the_settings_reference_is_generated_from_the_settings_model() -> None:
     current = text[text.index(BEGIN) : text.index(END) + len(END)]
     stale = "docs/configuration.md is stale: run `portico config reference --write docs/configuration.md`"
     assert current == reference(), stale
+
+
+def _error_classes(base: type[PorticoError]) -> list[type[PorticoError]]:
+    return [cls for sub in base.__subclasses__() for cls in (sub, *_error_classes(sub))]
+
+
+def test_every_error_code_is_in_the_errors_reference() -> None:
+    reference = (ROOT / "docs" / "errors.md").read_text()
+    rows = {(int(status), code) for status, code in re.findall(r"^\| (\d{3}) \| `\w+` \| `(\w+)` \|", reference, re.M)}
+    abstract = {AuthenticationFailed, RateLimited}  # raised only as one of their subclasses
+    missing = {
+        (cls.status_code, cls.code)
+        for cls in _error_classes(PorticoError)
+        if cls not in abstract
+        and cls.status_code != 499  # 499: the client left; only ever logged
+        and (cls.status_code, cls.code) not in rows
+    }
+    assert not missing, f"docs/errors.md lacks rows for {sorted(missing)}"

@@ -23,14 +23,13 @@ from portico.api.responses import (
     GENERATION_ERRORS,
     STREAM_DOC,
     generated_headers,
+    generation_stream,
     json_response,
-    stream_headers,
     usage_chunk_extras,
 )
-from portico.api.streaming import sse_response
 from portico.constants import PREFIX_CHAT_COMPLETION, Scope, new_id
 from portico.engines.upstream import UpstreamEngine
-from portico.errors import UnsupportedParameter
+from portico.errors import InvalidRequest, UnsupportedParameter
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.services.generation import ENDPOINT_CHAT
 from portico.services.inference import ChoiceDelta, ChoiceEnd, StreamEvent
@@ -55,6 +54,12 @@ async def create_chat_completion(
     cache: CacheModeDep,
     semantic: SemanticCacheDep,
 ) -> Response:
+    if len(body.messages) > settings.max_messages:
+        raise InvalidRequest(
+            f"messages holds {len(body.messages)} messages; this server accepts at most {settings.max_messages} "
+            "per request. Drop or summarize older turns.",
+            param="messages",
+        )
     if not body.stream:
         generated = await cancel_on_disconnect(
             request, generation.chat(body, principal, cache=cache, semantic=semantic)
@@ -73,9 +78,12 @@ async def create_chat_completion(
                     param="store",
                 )
             upstream = await generation.upstream.stream_chat(way, body, principal)
-            headers = stream_headers(upstream.ticket, upstream.served_by)
-            return sse_response(
-                upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+            return generation_stream(
+                upstream.chunks,
+                ticket=upstream.ticket,
+                served_by=upstream.served_by,
+                heartbeat_s=settings.heartbeat_interval_s,
+                on_close=upstream.on_close,
             )
         service = generation.inference
         prepared = await service.prepare_chat(body, served)
@@ -89,10 +97,11 @@ async def create_chat_completion(
                 events, principal, body, ticket, completion_id=completion_id, created=created, model=model
             )
         chunks = chat_chunks(events, ticket, completion_id, created, model, body.n, include_usage)
-        return sse_response(
+        return generation_stream(
             chunks,
+            ticket=ticket,
+            served_by=served.alias,
             heartbeat_s=settings.heartbeat_interval_s,
-            headers=stream_headers(ticket, served.alias),
             on_close=ticket.settle_unstarted,
         )
 

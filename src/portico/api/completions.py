@@ -16,11 +16,10 @@ from portico.api.responses import (
     GENERATION_ERRORS,
     STREAM_DOC,
     generated_headers,
+    generation_stream,
     json_response,
-    stream_headers,
     usage_chunk_extras,
 )
-from portico.api.streaming import sse_response
 from portico.constants import PREFIX_COMPLETION, Scope, new_id
 from portico.engines.upstream import UpstreamEngine
 from portico.schemas.completions import Completion, CompletionRequest
@@ -57,9 +56,12 @@ async def create_completion(
         served = way.served
         if isinstance(served.engine, UpstreamEngine):
             upstream = await generation.upstream.stream_completion(way, body, principal)
-            headers = stream_headers(upstream.ticket, upstream.served_by)
-            return sse_response(
-                upstream.chunks, heartbeat_s=settings.heartbeat_interval_s, headers=headers, on_close=upstream.on_close
+            return generation_stream(
+                upstream.chunks,
+                ticket=upstream.ticket,
+                served_by=upstream.served_by,
+                heartbeat_s=settings.heartbeat_interval_s,
+                on_close=upstream.on_close,
             )
         service = generation.inference
         prepared = await service.prepare_completion(body, served)
@@ -68,10 +70,11 @@ async def create_completion(
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         completion_id, created, model = new_id(PREFIX_COMPLETION), int(time.time()), served.snapshot
         chunks = _chunks(service.stream(prepared, ticket), ticket, completion_id, created, model, include_usage)
-        return sse_response(
+        return generation_stream(
             chunks,
+            ticket=ticket,
+            served_by=served.alias,
             heartbeat_s=settings.heartbeat_interval_s,
-            headers=stream_headers(ticket, served.alias),
             on_close=ticket.settle_unstarted,
         )
 

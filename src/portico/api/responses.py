@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from portico.api.streaming import sse_response
 from portico.constants import (
     HEADER_CACHE_SIMILARITY,
     HEADER_CACHE_STATUS,
@@ -61,9 +62,18 @@ def generated_headers(generated: Generated) -> dict[str, str]:
     return headers
 
 
-def stream_headers(ticket: Ticket, served_by: str) -> dict[str, str]:
-    """A stream's headers, sent before it runs: rate-limit state, ``X-Served-By``; streams are never cached."""
-    return {**ticket.headers(), HEADER_CACHE_STATUS: CacheStatus.BYPASS.value, HEADER_SERVED_BY: served_by}
+def generation_stream(
+    chunks: AsyncIterator[dict[str, Any]],
+    *,
+    ticket: Ticket,
+    served_by: str,
+    heartbeat_s: float,
+    on_close: Callable[[], None],
+) -> StreamingResponse:
+    """A generation's SSE response. Its headers go out before it runs: rate-limit state and ``X-Served-By``;
+    streams are never cached. ``on_close`` settles the ticket if the body never ran."""
+    headers = {**ticket.headers(), HEADER_CACHE_STATUS: CacheStatus.BYPASS.value, HEADER_SERVED_BY: served_by}
+    return sse_response(chunks, heartbeat_s=heartbeat_s, headers=headers, on_close=on_close)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -71,6 +81,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 GENERATION_ERRORS = error_responses(400, 401, 403, 404, 410, 413, 415, 429, 500, 503, 504)
+
+# Any route may answer any error status (a body over the limit, a key over its rate, storage down), always with
+# the envelope; these ranges say so once. They also replace FastAPI's 422, which Portico never sends (invalid
+# requests are 400s). Routes still name the statuses they are known for.
+ERROR_RANGES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "A client error; `error.code` says which (docs/errors.md)."},
+    "5XX": {"model": ErrorEnvelope, "description": "A server-side failure; `error.retryable` says whether to retry."},
+}
 
 STREAM_DOC: dict[str, Any] = {
     "text/event-stream": {
