@@ -172,6 +172,23 @@ async def _retrying(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+@dataclass(slots=True)
+class _Opened:
+    """An upstream stream that answered 200 and sent its first event (None: it ended at once)."""
+
+    deployment: UpstreamDeployment
+    response: httpx.Response
+    events: AsyncIterator[dict[str, Any]]
+    first: dict[str, Any] | None
+    dispatch: Dispatch
+
+    async def payloads(self) -> AsyncIterator[dict[str, Any]]:
+        if self.first is not None:
+            yield self.first
+        async for payload in self.events:
+            yield payload
+
+
 @contextmanager
 def _ended_on_exit(dispatch: Dispatch) -> Iterator[None]:
     """End a stream's dispatch with how the stream ended (a mid-stream upstream failure counts against it)."""
@@ -330,22 +347,24 @@ class UpstreamService:
     async def _stream(
         self, call: UpstreamCall, principal: Principal, route: Route, id_prefix: str, include_usage: bool
     ) -> UpstreamStream:
-        """Admit and open the upstream stream, so its failures answer with their own status (or fall back), not
-        mid-stream."""
+        """Admit, open the upstream stream and read its first event, so that failures up to then answer with their
+        own status (or are retried, or fall back) instead of breaking a stream the client has started reading."""
         ticket = await route.ticket_for(lambda: self._admit(call, principal))
         payload = {**call.payload, "stream": True, "stream_options": {"include_usage": True}}
 
-        async def attempt(deployment: UpstreamDeployment) -> tuple[httpx.Response, Dispatch]:
+        async def attempt(deployment: UpstreamDeployment) -> _Opened:
             dispatch = deployment.dispatch()
             try:
-                opened = await deployment.open_stream(call.route.path, {**payload, "model": deployment.model_name})
+                response = await deployment.open_stream(call.route.path, {**payload, "model": deployment.model_name})
+                events = deployment.events(response)
+                first = await anext(events, None)
             except BaseException as exc:
                 dispatch.end(exc)
                 raise
-            return opened, dispatch
+            return _Opened(deployment, response, events, first, dispatch)
 
         try:
-            (response, dispatch), deployment = await _retrying(call.engine, attempt)
+            opened, _ = await _retrying(call.engine, attempt)
         except PorticoError as exc:
             if not ticket.defers(exc):
                 ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=exc.status_code)
@@ -353,18 +372,11 @@ class UpstreamService:
         except BaseException:
             ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=499, cancelled=True)
             raise
-        chunks = self._chunks(call, deployment, response, dispatch, ticket, new_id(id_prefix), include_usage)
-        return UpstreamStream(ticket, chunks, response, self.meter, deployment.name, dispatch)
+        chunks = self._chunks(call, opened, ticket, new_id(id_prefix), include_usage)
+        return UpstreamStream(ticket, chunks, opened.response, self.meter, opened.deployment.name, opened.dispatch)
 
     async def _chunks(
-        self,
-        call: UpstreamCall,
-        deployment: UpstreamDeployment,
-        response: httpx.Response,
-        dispatch: Dispatch,
-        ticket: Ticket,
-        chunk_id: str,
-        include_usage: bool,
+        self, call: UpstreamCall, opened: _Opened, ticket: Ticket, chunk_id: str, include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         """The upstream's chunks with Portico's id and snapshot; its usage chunk (with cost) if the client asked.
 
@@ -384,8 +396,8 @@ class UpstreamService:
         def rewrite(chunk: dict[str, Any]) -> dict[str, Any]:
             return {**chunk, "id": chunk_id, "model": snapshot}
 
-        with settled_on_exit(ticket, used), _ended_on_exit(dispatch):
-            async for chunk in deployment.events(response):
+        with settled_on_exit(ticket, used), _ended_on_exit(opened.dispatch):
+            async for chunk in opened.payloads():
                 usage = _usage(chunk.get("usage")) or usage
                 choices = chunk.get("choices") or []
                 if choices:
