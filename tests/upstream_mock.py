@@ -4,8 +4,9 @@ It answers ``/v1/chat/completions`` (JSON, or SSE with ``chunks`` content chunks
 request asks ``stream_options.include_usage``), ``/v1/completions`` and ``/v1/embeddings``. It records every
 request (path, headers, JSON body) and, with the monotonic time, every connection a client closed before its
 answer was complete (``closed_at``). Switches, changeable while it runs: ``fail`` ("429", "500", "400",
-"reset": the connection is dropped mid-answer, "context": a 400 saying the prompt is too long), ``delay_s`` before
-answering, ``chunk_delay_s`` between chunks.
+"reset": the connection is dropped mid-answer, "context": a 400 saying the prompt is too long, "malformed": a 200
+whose body or first event is broken JSON, "reset_mid_stream": a stream's connection is dropped after two chunks,
+a non-streamed answer's as with "reset"), ``delay_s`` before answering, ``chunk_delay_s`` between chunks.
 
     with MockUpstream() as upstream:
         settings = upstream_settings(upstream)
@@ -32,6 +33,8 @@ UPSTREAM_SNAPSHOT = "gpt-up-2025-01-01"
 UPSTREAM_MODEL = "upstream-model-7b"
 UPSTREAM_KEY_ENV = "PORTICO_TEST_UPSTREAM_KEY"
 PROMPT_TOKENS = 11  # what the mock reports as every answer's prompt tokens (embeddings: per input)
+MALFORMED = b'{"id": "upstream-id-1", "choices": [{"index": 0,'  # cut off: not JSON
+CHUNKS_BEFORE_RESET = 2  # "reset_mid_stream" drops the connection after this many events
 
 Scope = dict[str, Any]
 
@@ -135,7 +138,13 @@ class MockUpstream:
         if fail == "context":
             error = {"message": "This model's maximum context length is 512 tokens.", "code": "context_length_exceeded"}
             return await self._json(call, send, 400, {"error": error})
-        if fail == "reset":
+        streamed = bool(body.get("stream"))
+        if fail == "malformed" and not streamed:
+            start = [(b"content-type", b"application/json"), (b"content-length", str(len(MALFORMED)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": start})
+            call.finished = True
+            return await send({"type": "http.response.body", "body": MALFORMED})
+        if fail == "reset" or (fail == "reset_mid_stream" and not streamed):
             start = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
             await send({"type": "http.response.start", "status": 200, "headers": start})
             await send({"type": "http.response.body", "body": b'{"id": "x", ', "more_body": True})
@@ -155,7 +164,7 @@ class MockUpstream:
             "total_tokens": PROMPT_TOKENS + self.chunks,
             "prompt_tokens_details": {"cached_tokens": 0},
         }
-        if not body.get("stream"):
+        if not streamed:
             text = "".join(words)
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
             choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
@@ -190,9 +199,14 @@ class MockUpstream:
         frames = [frame([choice(word, None)]) for word in words] + [frame([choice(None, "stop")])]
         if (body.get("stream_options") or {}).get("include_usage"):
             frames.append(frame([], usage=usage))
-        for payload in frames:
+        for number, payload in enumerate(frames):
             if not await self._pause(call, self.chunk_delay_s):
                 return
+            if number == 0 and self.fail == "malformed":
+                await send({"type": "http.response.body", "body": b"data: " + MALFORMED + b"\n\n", "more_body": True})
+                continue
+            if number == CHUNKS_BEFORE_RESET and self.fail == "reset_mid_stream":
+                raise ConnectionResetError("the mock upstream drops the stream")
             await send(
                 {"type": "http.response.body", "body": f"data: {json.dumps(payload)}\n\n".encode(), "more_body": True}
             )

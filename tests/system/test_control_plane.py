@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ echo = { tokens_per_second = 50 }
 pricing = { input_per_million = 1000.0, output_per_million = 2000.0 }
 """
 PROMPT = " ".join(f"w{i}" for i in range(40))  # 40 prompt tokens; the echo engine answers with them
+LONG_PROMPT = " ".join(f"w{i}" for i in range(250))  # at 50 tokens per second, an answer of about 5 s
 
 
 class Cluster:
@@ -141,6 +143,28 @@ def _usage_of(cluster: Cluster, key: dict[str, str]) -> dict[str, int]:
     report = httpx.get(f"{cluster.urls[1]}/v1/usage", params={"group_by": "key"}, headers=key).json()
     empty = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
     return next((bucket for bucket in report["buckets"] if bucket["key"] == key_id), empty)
+
+
+def test_concurrent_requests_are_capped_across_two_servers(cluster: Cluster) -> None:
+    key = cluster.create_key({"max_concurrent": 3})
+    long = {"model": "echo", "prompt": LONG_PROMPT, "max_tokens": 250, "stream": True}
+    readers: list[Iterator[str]] = []  # kept: a reader that is garbage-collected closes its connection
+    with ExitStack() as streams:
+        for number in range(3):  # one slot each, held on both servers
+            url = f"{cluster.urls[number % 2]}/v1/completions"
+            opened = streams.enter_context(httpx.stream("POST", url, json=long, headers=key, timeout=60))
+            assert opened.status_code == 200
+            readers.append(opened.iter_lines())
+            assert next(readers[-1]).startswith("data: ")  # admitted and generating
+        body = {"model": "echo", "prompt": "hello there", "max_tokens": 2}
+        responses = asyncio.run(_send_round_robin(cluster, key, [body] * 8))
+        assert [r.status_code for r in responses] == [429] * 8, [r.text for r in responses]
+        assert {r.json()["error"]["code"] for r in responses} == {"concurrency"}
+    # The streams' clients left: their slots free up, on whichever server held them.
+    deadline = time.monotonic() + 10
+    while (response := httpx.post(f"{cluster.urls[1]}/v1/completions", json=body, headers=key)).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
 
 
 def test_revocation_on_one_server_applies_on_the_other_within_a_second(cluster: Cluster) -> None:

@@ -88,3 +88,25 @@ def _row(number: int) -> UsageRow:
         created_at=0.0,
         day="1970-01-01",
     )
+
+
+async def test_held_records_are_left_to_their_job_until_released(tmp_path: Path) -> None:
+    """A job's runner writes its records with the job's final state (``held``, ``forget``); the recorder writes
+    only what is still held when the hold ends."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}")
+    await database.upgrade()
+    recorder = UsageRecorder(database, flush_interval_s=3600, flush_batch=500)
+    recorder.hold("req_1")
+    recorder.hold("req_2")
+    for number in (0, 1, 2):
+        recorder.record(_row(number))
+    await recorder.flush()
+    assert await _count(str(tmp_path / "usage.db")) == 1  # only req_0's
+    assert [row.request_id for row in recorder.held("req_1")] == ["req_1"]
+
+    recorder.forget("req_1", recorder.held("req_1"))  # written by the job's runner
+    recorder.release("req_1")
+    recorder.release("req_2")  # an attempt that did not finish its job: recorded like any request
+    await recorder.flush()
+    await database.close()
+    assert await _count(str(tmp_path / "usage.db")) == 2

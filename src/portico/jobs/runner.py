@@ -5,6 +5,10 @@ A worker that dies stops renewing its leases; once one lapses another worker cla
 the start (``attempts`` + 1; past ``jobs.max_attempts`` the job fails with ``worker_lost``). A worker that lost a
 lease (it was paused, or cut off from the database) can no longer write anything to that job, so a job is never
 finished twice. One watch loop per runner renews the leases of all its jobs and notices cancellations.
+
+A run's usage records are written in the transaction that finishes its job, not by the usage recorder's timer:
+a worker killed between the two would otherwise lose them (the job stays finished) or write them for an
+attempt that then runs again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from portico.services.jobs import (
 from portico.services.metering import Ticket
 from portico.storage import jobs as store
 from portico.storage.resources import Job
+from portico.storage.usage import insert_usage
+from portico.usage.recorder import usage_values
 
 logger = logging.getLogger("portico.jobs")
 
@@ -110,6 +116,7 @@ class JobRunner:
         self._context = context
         self._settings = context.settings.jobs
         self._owner = context.owner
+        self._recorder = context.control.meter.recorder
         self._drain_s = drain_s
         self._runs: dict[str, _Run] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -211,11 +218,13 @@ class JobRunner:
     # -- running -------------------------------------------------------------------------------------------
     async def _run(self, run: _Run) -> None:
         token = request_id_var.set(run.job.id)  # the usage record's request id is the job's id
+        self._recorder.hold(run.job.id)
         try:
             await self._execute(run)
         except Exception:
             logger.exception("job run failed", extra={"job_id": run.job.id})
         finally:
+            self._recorder.release(run.job.id)  # an attempt that did not finish the job: recorded on its own
             request_id_var.reset(token)
             self._runs.pop(run.job.id, None)
             self._wake.set()
@@ -296,11 +305,14 @@ class JobRunner:
         running_s = time.monotonic() - run.started
 
         async def write() -> bool:
+            usage_rows = self._recorder.held(run.job.id)
             async with self._context.database.session() as session:
                 if not await store.update_owned(session, run.job.id, self._owner, values):
                     return False
+                await insert_usage(session, usage_values(usage_rows))
                 announce(session, run.job, values, now, running_s)
                 await session.commit()
+            self._recorder.forget(run.job.id, usage_rows)
             return True
 
         if not await self._retrying(write):

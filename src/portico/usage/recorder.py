@@ -3,6 +3,10 @@
 ``record`` only appends to a list. A background task writes the buffer every ``flush_interval_s`` (or as soon
 as ``flush_batch`` records wait) in one INSERT. A failed write keeps the records for the next attempt, so a
 database restart loses nothing; ``close`` writes what is left (graceful shutdown).
+
+A job's records are held back instead (``hold``): its runner writes them in the transaction that finishes the job
+(``held``, ``forget``), so a worker killed in between neither loses them nor bills a job that runs again twice.
+``release`` hands whatever is still held to the buffer (an attempt that did not finish the job).
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ class UsageRow:
 _COLUMNS = tuple(field.name for field in fields(UsageRow))
 
 
+def usage_values(rows: Sequence[UsageRow]) -> list[dict[str, object]]:
+    """``rows`` as the column values ``insert_usage`` takes."""
+    return [{name: getattr(row, name) for name in _COLUMNS} for row in rows]
+
+
 class UsageRecorder:
     def __init__(
         self,
@@ -61,6 +70,7 @@ class UsageRecorder:
         self._batch = flush_batch
         self._also_flush = also_flush
         self._buffer: list[UsageRow] = []
+        self._held: dict[str, list[UsageRow]] = {}  # by request id: written by their job's runner
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
@@ -70,9 +80,32 @@ class UsageRecorder:
         return len(self._buffer)
 
     def record(self, row: UsageRow) -> None:
+        held = self._held.get(row.request_id)
+        if held is not None:
+            held.append(row)
+            return
         self._buffer.append(row)
         if len(self._buffer) >= self._batch:
             self._wake.set()
+
+    def hold(self, request_id: str) -> None:
+        """Keep ``request_id``'s records out of the background writes until ``release``."""
+        self._held.setdefault(request_id, [])
+
+    def held(self, request_id: str) -> list[UsageRow]:
+        """The records held for ``request_id`` so far, for its runner to write."""
+        return list(self._held.get(request_id, ()))
+
+    def forget(self, request_id: str, rows: Sequence[UsageRow]) -> None:
+        """``rows`` (from ``held``) are written: drop them; the hold stays until ``release``."""
+        held = self._held.get(request_id)
+        if held is not None:
+            del held[: len(rows)]
+
+    def release(self, request_id: str) -> None:
+        """End the hold: records still held are written like any other."""
+        for row in self._held.pop(request_id, ()):
+            self.record(row)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
@@ -83,7 +116,7 @@ class UsageRecorder:
             while self._buffer:
                 rows = self._buffer[: self._batch]
                 async with self._database.session() as session:
-                    await insert_usage(session, [{name: getattr(row, name) for name in _COLUMNS} for row in rows])
+                    await insert_usage(session, usage_values(rows))
                     await session.commit()
                 del self._buffer[: len(rows)]
             for extra in self._also_flush:
