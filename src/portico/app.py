@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,8 @@ from portico.api import (
 from portico.api.errors import install_error_handlers
 from portico.api.idempotency import IdempotencyMiddleware
 from portico.api.middleware import BodyLimitMiddleware, ModelVersionMiddleware, RequestContextMiddleware
+from portico.api.responses import ERROR_RANGES
+from portico.api.streaming import OpenStreams, StreamSlots
 from portico.api.uploads import MULTIPART_OVERHEAD_BYTES
 from portico.constants import GZIP_LEVEL, GZIP_MINIMUM_BYTES
 from portico.jobs.host import WorkerHost
@@ -51,13 +54,16 @@ from portico.storage.files import FileStore
 
 logger = logging.getLogger("portico")
 
+# The lifespan state key of ``Runtime.shutting_down``: how ``portico serve``'s server announces a shutdown.
+SHUTDOWN_STATE = "portico.shutting_down"
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     stamp_request_ids()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, asyncio.Event]]:
         tracing.configure_tracing(settings.tracing.enabled)
         runtime = await Runtime.open(settings)
         control, registry, generation = runtime.control, runtime.registry, runtime.generation
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.inference = runtime.inference
         app.state.embeddings = runtime.embeddings
         app.state.generation = generation
+        app.state.shutting_down = runtime.shutting_down
         app.state.jobs = JobService(control.database, generation, settings.jobs)
         app.state.webhooks = WebhookService(control.database)
         app.state.conversations = ConversationService(control.database, generation, registry, settings)
@@ -84,11 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runtime.start()
         await worker.start()  # after the engines: it may claim a job or a batch at once
         logger.info("ready", extra={"models": [served.alias for served in registry]})
+        stopping = asyncio.create_task(_stop_background_work(runtime.shutting_down, app.state.open_streams, worker))
         try:
-            yield
+            yield {SHUTDOWN_STATE: runtime.shutting_down}
         finally:
+            runtime.shutting_down.set()  # already set if the server announced the shutdown
+            await stopping  # before the engines stop
             await app.state.conversations.close()
-            await worker.close()  # running jobs and batches finish or go back to the queue, before the engines stop
             await runtime.close()
             tracing.shutdown_tracing()
             process_exiting()
@@ -100,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_key)
+    app.state.open_streams = OpenStreams()
     install_error_handlers(app)
     for router in (
         chat.router,
@@ -119,9 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks.router,
         playground.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RANGES)
     if settings.metrics.enabled:
-        app.include_router(metrics.router)
+        app.include_router(metrics.router, responses=ERROR_RANGES)
 
     # Middleware, outermost first (add_middleware prepends, hence the reverse order below):
     #   1. RequestContextMiddleware: request id, X-Processing-Ms, access log, clean 500s.
@@ -137,8 +148,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     upload_limit = settings.files.max_bytes + MULTIPART_OVERHEAD_BYTES
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed={files.UPLOAD_PATH: upload_limit}
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        streamed={files.UPLOAD_PATH: upload_limit},
     )
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+async def _stop_background_work(shutting_down: asyncio.Event, streams: OpenStreams, worker: WorkerHost) -> None:
+    """As soon as the shutdown begins, while requests in flight finish: end the open streams (their clients
+    retry elsewhere) and close the in-process worker (running jobs and batches finish or go back to the queue)."""
+    await shutting_down.wait()
+    logger.info("shutting down: open streams end, running jobs finish or go back to the queue")
+    streams.close()
+    await worker.close()

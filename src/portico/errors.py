@@ -16,6 +16,7 @@
     ├── NotFound                      404 not_found_error       not_found
     │   └── ModelNotFound             404                       model_not_found
     ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
+    ├── RequestTimeout                408 invalid_request_error request_timeout (the body arrived too slowly)
     ├── Conflict                      409 conflict_error        conflict
     │   ├── IdempotencyKeyReused      409                       idempotency_key_reused
     │   ├── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
@@ -28,6 +29,7 @@
     │   ├── TokenRateLimited          429                       tokens_per_minute (retryable)
     │   ├── DailyTokensExhausted      429                       tokens_per_day
     │   ├── ConcurrencyLimited        429                       concurrency (retryable)
+    │   ├── TooManyStreams            429                       too_many_streams (retryable)
     │   ├── BudgetExhausted           429                       budget
     │   └── UpstreamRateLimited       429                       upstream_rate_limited (retryable, its Retry-After)
     ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
@@ -262,6 +264,12 @@ class ConversationBusy(Conflict):
     retryable = True
 
 
+class RequestTimeout(PorticoError):
+    status_code = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(PorticoError):
     status_code = 413
     type = "invalid_request_error"
@@ -302,6 +310,13 @@ class DailyTokensExhausted(RateLimited):
 
 class ConcurrencyLimited(RateLimited):
     code = "concurrency"
+    retryable = True
+
+
+class TooManyStreams(RateLimited):
+    """The key already holds ``max_streams_per_key`` open event streams in this server process."""
+
+    code = "too_many_streams"
     retryable = True
 
 

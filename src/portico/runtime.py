@@ -3,7 +3,8 @@ and the services over them. ``create_app``'s lifespan and ``portico worker`` bot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from portico.cache import build_cache_backend
 from portico.engines.registry import ModelRegistry
@@ -26,6 +27,9 @@ class Runtime:
     inference: InferenceService
     embeddings: EmbeddingService
     generation: GenerationService
+    # Set when a shutdown begins, before the requests in flight have finished (``portico serve`` sets it on
+    # SIGTERM): streams end, running jobs go back to the queue and /readyz answers 503 from then on.
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:

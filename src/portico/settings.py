@@ -484,8 +484,29 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(
         default=15.0, gt=0, description="An SSE `: heartbeat` comment is sent this often while a stream is idle."
     )
+    shutdown_timeout_s: int = Field(
+        default=30,
+        ge=1,
+        description="On SIGTERM, requests in flight get this long to finish before they are cancelled (open "
+        "streams end at once with a retryable error event; running jobs go back to the queue).",
+    )
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger request bodies → 413.")
     max_n: int = Field(default=8, ge=1, description="Upper bound for `n` (choices per request).")
+    max_messages: int = Field(
+        default=1024, ge=1, description="Most `messages` in one chat completion request; more → 400 (`param` says so)."
+    )
+    max_streams_per_key: int = Field(
+        default=64,
+        ge=1,
+        description="Server-sent event streams one API key may hold open at once in a server process; one more → "
+        "429 `too_many_streams`. Applies while auth is on.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body must arrive within this (an upload: with no gap longer than this); a slower "
+        "one → 408 `request_timeout` and the connection is closed.",
+    )
 
     data_dir: Path = Field(
         default=Path("portico-data"),

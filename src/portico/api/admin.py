@@ -22,9 +22,9 @@ from portico.schemas.admin import (
     ProjectObject,
     TierList,
     TierObject,
+    TierRequest,
 )
 from portico.services.admin import CreatedKey
-from portico.settings import TierSettings
 from portico.storage.models import ApiKey, Project, Tier
 
 router = APIRouter(
@@ -168,7 +168,7 @@ async def revoke_key(key_id: str, admin: AdminDep, principal: PrincipalDep) -> R
 
 # -- tiers ----------------------------------------------------------------------------------------------
 @router.post("/tiers", response_model=TierObject, dependencies=JSON_BODY)
-async def put_tier(body: TierSettings, admin: AdminDep, principal: PrincipalDep) -> Response:
+async def put_tier(body: TierRequest, admin: AdminDep, principal: PrincipalDep) -> Response:
     """Creates the tier, or replaces the limits of the tier of that name (its keys follow within a second)."""
     return json_response(_tier(await admin.put_tier(principal.organization_id, body)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -10,7 +11,7 @@ from portico.auth.authenticator import Authenticator
 from portico.auth.principal import Principal
 from portico.constants import HEADER_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
-from portico.errors import InsufficientScope, MissingApiKey, UnsupportedMediaType
+from portico.errors import InsufficientScope, InvalidJSON, MissingApiKey, UnsupportedMediaType
 from portico.observability import tracing
 from portico.services.admin import AdminService
 from portico.services.batches import BatchService
@@ -142,18 +143,56 @@ def require_scope(scope: Scope) -> Any:
 
 async def require_json(request: Request) -> None:
     """JSON endpoints accept ``application/json`` (or ``+json``); a body without a Content-Type is read as JSON.
+    Its strings must be text: see ``_refuse_lone_surrogates``.
 
-    (This module's dependencies are ``async def`` although they do not await: FastAPI runs a plain ``def``
+    (This module's dependencies are ``async def`` even where they do not await: FastAPI runs a plain ``def``
     dependency in its thread pool, a thread hop per request for an attribute lookup.)"""
     content_type = request.headers.get("content-type")
-    if content_type is None:
+    if content_type is not None:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            raise UnsupportedMediaType(
+                f"Content-Type '{media_type}' is not supported here. "
+                "Send the body as JSON with Content-Type: application/json."
+            )
+    await _refuse_lone_surrogates(request)
+
+
+# A JSON escape of a UTF-16 surrogate: half of a pair (an emoji, say) or a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+async def _refuse_lone_surrogates(request: Request) -> None:
+    """A lone surrogate escape (``"\\ud800"``) is valid JSON but decodes to a string no tokenizer, database or
+    upstream can encode: refused here as a 400 rather than failing later. Only a body with a surrogate escape
+    is searched (the route has parsed it already; the parse is cached)."""
+    if _SURROGATE_ESCAPE.search(await request.body()) is None:
         return
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):  # not JSON: a route taking a body has refused it already
         return
-    raise UnsupportedMediaType(
-        f"Content-Type '{media_type}' is not supported here. Send the body as JSON with Content-Type: application/json."
-    )
+    if _holds_a_lone_surrogate(body):
+        raise InvalidJSON(
+            "The request body holds a lone surrogate escape (such as \\ud800), which is not text. Escape a "
+            "character outside the Basic Multilingual Plane as a surrogate pair, or send it as UTF-8."
+        )
+
+
+def _holds_a_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_a_lone_surrogate(key) or _holds_a_lone_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_a_lone_surrogate(item) for item in value)
+    return False
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

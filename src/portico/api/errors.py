@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 
 from portico.constants import HEADER_RETRY_AFTER, HEADER_SHOULD_RETRY
 from portico.errors import (
@@ -64,6 +65,8 @@ def translate_validation_error(exc: RequestValidationError) -> PorticoError:
         )
     if kind == "extra_forbidden":
         return UnknownParameter(f"Unrecognized request argument supplied: {param}", param=param)
+    if kind == "missing" and param is None:
+        return InvalidRequest("The request body is missing. Send a JSON object with Content-Type: application/json.")
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
     message = str(first.get("msg", "Invalid value"))
@@ -89,6 +92,17 @@ def translate_http_exception(exc: StarletteHTTPException) -> PorticoError:
     return PorticoError("The server failed to handle this request.")
 
 
+def allowed_methods(request: Request, first_route: str) -> str:
+    """Every method the request's path answers to, for a 405's ``Allow``. Starlette names only those of the
+    first route matching the path (``first_route``), and a path such as ``/v1/chat/completions`` has a route
+    per method; the OpenAPI paths list them all."""
+    methods = {method.strip() for method in first_route.split(",") if method.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_portico_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, PorticoError)
@@ -98,10 +112,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(translate_validation_error(exc))
 
-    async def on_http_exception(_: Request, exc: Exception) -> Response:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         response = error_response(translate_http_exception(exc))
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["allow"] = allowed_methods(request, response.headers.get("allow", ""))
         return response
 
     app.add_exception_handler(PorticoError, on_portico_error)

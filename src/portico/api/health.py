@@ -1,10 +1,11 @@
-"""GET /healthz (the process is alive) and GET /readyz (models loaded, database and limits reachable, circuits)."""
+"""GET /healthz (the process is alive) and GET /readyz (models loaded, database and limits reachable, circuits;
+``shutting_down`` once a shutdown began, so a load balancer stops sending traffic here)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from portico.api.deps import DatabaseDep, MeterDep, RegistryDep, SettingsDep
@@ -22,7 +23,9 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(registry: RegistryDep, database: DatabaseDep, meter: MeterDep, settings: SettingsDep) -> Response:
+async def readyz(
+    request: Request, registry: RegistryDep, database: DatabaseDep, meter: MeterDep, settings: SettingsDep
+) -> Response:
     """Ready when every model is loaded and the database answers; a limits backend that is down makes the
     server unready only under the fail-closed policy (fail-open keeps serving without limits). Each upstream
     deployment's circuit state is shown (``closed``, ``open``, ``half_open``) but never makes the server
@@ -37,6 +40,8 @@ async def readyz(registry: RegistryDep, database: DatabaseDep, meter: MeterDep, 
         if isinstance(served.engine, UpstreamEngine):
             for deployment in served.engine.deployments:
                 checks[f"upstream:{deployment.name}"] = deployment.breaker.state.value
+    if request.app.state.shutting_down.is_set():
+        return json_response(Readiness(status="shutting_down", checks=checks), status_code=503)
     ready = all(value == "ok" for value in blocking.values())
     return json_response(
         Readiness(status="ready" if ready else "not_ready", checks=checks), status_code=200 if ready else 503

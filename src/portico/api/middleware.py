@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ from portico.constants import (
     new_id,
 )
 from portico.engines.versions import noting_named_versions
-from portico.errors import PayloadTooLarge, PorticoError
+from portico.errors import PayloadTooLarge, PorticoError, RequestTimeout
 from portico.observability import metrics, tracing
 from portico.observability.context import RequestRecord, request_record_var
 from portico.observability.logging import request_id_var
@@ -140,16 +141,21 @@ class ModelVersionMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Reads a request body up to ``max_bytes`` before the app sees it; a larger one is a 413.
+    """Reads a request body up to ``max_bytes`` within ``timeout_s`` before the app sees it; a larger one is a
+    413, a slower one (a slowloris client holding a connection open) a 408 that closes the connection.
 
     ``streamed`` maps upload paths (``POST /v1/files``) to their own, larger limit: their bodies are not
     buffered but passed on as they arrive (the route writes them to disk), and reading past that limit raises
-    ``PayloadTooLarge`` (413).
+    ``PayloadTooLarge`` (413). A large upload may take longer than ``timeout_s``, so there it bounds each wait
+    for the next chunk instead.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, streamed: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, timeout_s: float, streamed: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.streamed = dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -167,21 +173,21 @@ class BodyLimitMiddleware:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await error_response(too_large)(scope, receive, send)
                 return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left before sending its body
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await error_response(too_large)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await _read_body(receive, self.max_bytes, too_large)
+        except PayloadTooLarge:
+            await error_response(too_large)(scope, receive, send)
+            return
+        except TimeoutError:
+            too_slow = _too_slow(
+                f"The request body did not arrive within {self.timeout_s:g} seconds. "
+                "Send the body at once, right after the headers."
+            )
+            await error_response(too_slow)(scope, receive, send)
+            return
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
 
     async def _pass_streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         too_large = PayloadTooLarge(
@@ -193,10 +199,17 @@ class BodyLimitMiddleware:
                 return
         size = 0
         started = False
+        too_slow = _too_slow(
+            f"The upload paused for more than {self.timeout_s:g} seconds. Send the file without pausing."
+        )
 
         async def counted() -> Message:
             nonlocal size
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise too_slow from None
             size += len(message.get("body", b""))
             if size > limit:
                 raise too_large
@@ -209,11 +222,36 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counted, send_tracked)
-        except PayloadTooLarge as exc:
+        except (PayloadTooLarge, RequestTimeout) as exc:
             # A route renders it itself; this answers for a reader that let it escape (before any response).
-            if exc is not too_large or started:
+            if exc not in (too_large, too_slow) or started:
                 raise
-            await error_response(too_large)(scope, receive, send)
+            await error_response(exc)(scope, receive, send)
+
+
+async def _read_body(receive: Receive, max_bytes: int, too_large: PayloadTooLarge) -> bytes | None:
+    """The whole body, or None when the client left before sending it; raises ``too_large`` past ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _too_slow(message: str) -> RequestTimeout:
+    """A 408 that also closes the connection: a client this slow may be holding it open on purpose."""
+    refused = RequestTimeout(message)
+    refused.headers["connection"] = "close"
+    return refused
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -3,13 +3,17 @@
 The events are consumed by a pump task that owns the event source, so the response can wait for the next
 event with a timeout (and send a heartbeat comment meanwhile) without ever cancelling the source half-way.
 When the client goes away the response is cancelled, the pump is cancelled with it, and the source's
-``finally`` blocks stop the engine.
+``finally`` blocks stop the engine. An API key holds at most ``max_streams_per_key`` open streams per process
+(``StreamSlots``): one more is answered 429 before its first frame. When the server starts shutting down,
+``OpenStreams`` ends every open stream at once with a retryable error event rather than holding the shutdown
+until each client has read its last token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +22,8 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from portico.api.errors import error_body
-from portico.errors import PorticoError
+from portico.api.errors import error_body, error_response
+from portico.errors import EngineUnavailable, PorticoError, TooManyStreams
 from portico.observability import metrics
 
 logger = logging.getLogger("portico.streaming")
@@ -31,6 +35,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _PUMP_BUFFER = 64
 
 _pumps: set[asyncio.Task[None]] = set()
+_SHUTTING_DOWN = "The server is shutting down and ended this stream early. Retry the request."
 
 
 def data_frame(payload: dict[str, Any]) -> bytes:
@@ -55,19 +60,101 @@ def event_frame(event: NamedEvent) -> bytes:
 SSEEvent = dict[str, Any] | NamedEvent
 
 
-class _SSEResponse(StreamingResponse):
-    """A stream that runs ``on_close`` however it ends, even when the client left before the first frame."""
+class StreamSlots:
+    """The event streams each API key holds open in this process, at most ``limit`` per key.
 
-    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str], on_close: Callable[[], None]) -> None:
+    Kept in process memory: a stream is a connection to this process, and it ends with it. Requests without a
+    key (auth off, local use) are not counted.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def take(self, key_id: str | None) -> None:
+        if key_id is None:
+            return
+        if self._open[key_id] >= self.limit:
+            raise TooManyStreams(
+                f"This API key already has {self.limit} streams open on this server. Close one (or finish "
+                "reading it) before opening another, or send stream: false.",
+                retry_after=1,
+            )
+        self._open[key_id] += 1
+
+    def give_back(self, key_id: str | None) -> None:
+        if key_id is None:
+            return
+        self._open[key_id] -= 1
+        if not self._open[key_id]:
+            del self._open[key_id]
+
+
+@dataclass(eq=False, slots=True)
+class _Pump:
+    """One stream's pump task, and whether the server ended it (rather than its client leaving)."""
+
+    task: asyncio.Task[None] | None = None
+    ending: bool = False
+
+    def end(self) -> None:
+        self.ending = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+class OpenStreams:
+    """The streams this server has open. ``close`` (the shutdown began) ends each one: its engine stops, its
+    usage is recorded, and its client gets an ``engine_unavailable`` error event (retryable) and no ``[DONE]``;
+    a stream that opens after that ends the same way before its first token."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._pumps: set[_Pump] = set()
+
+    def add(self, pump: _Pump) -> None:
+        self._pumps.add(pump)
+        if self.closing:
+            pump.end()
+
+    def discard(self, pump: _Pump) -> None:
+        self._pumps.discard(pump)
+
+    def close(self) -> None:
+        self.closing = True
+        for pump in list(self._pumps):
+            pump.end()
+
+
+class _SSEResponse(StreamingResponse):
+    """A stream that runs ``on_close`` however it ends, even when the client left before the first frame, or
+    was refused one because its key has too many streams open."""
+
+    def __init__(
+        self, frames: AsyncIterator[bytes], headers: dict[str, str], on_close: Callable[[], None], pump: _Pump
+    ) -> None:
         super().__init__(frames, media_type="text/event-stream", headers=headers)
         self._on_close = on_close
+        self._pump = pump
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slots: StreamSlots = scope["app"].state.stream_slots
+        key_id: str | None = scope.get("state", {}).get("key_id")
+        try:
+            slots.take(key_id)
+        except TooManyStreams as refused:
+            self._on_close()
+            await error_response(refused)(scope, receive, send)
+            return
+        open_streams: OpenStreams = scope["app"].state.open_streams
+        open_streams.add(self._pump)
         metrics.stream_opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
             metrics.stream_closed()
+            open_streams.discard(self._pump)
+            slots.give_back(key_id)
             self._on_close()
 
 
@@ -80,17 +167,24 @@ def sse_response(
     done_frame: bool = True,
 ) -> StreamingResponse:
     """``done_frame=False`` for streams whose last event says they are over (a job's terminal event)."""
-    frames = _frames(events, heartbeat_s, done_frame)
-    return _SSEResponse(frames, {**SSE_HEADERS, **(headers or {})}, on_close)
+    pump = _Pump()
+    frames = _frames(events, heartbeat_s, done_frame, pump)
+    return _SSEResponse(frames, {**SSE_HEADERS, **(headers or {})}, on_close, pump)
 
 
-async def _pump(events: AsyncIterator[SSEEvent], frames: asyncio.Queue[bytes | None], done_frame: bool) -> None:
+async def _pump(
+    events: AsyncIterator[SSEEvent], frames: asyncio.Queue[bytes | None], done_frame: bool, pump: _Pump
+) -> None:
     """Turn events into frames, then ``[DONE]`` on success (if asked) or one error event otherwise."""
     last: bytes | None
     try:
         async for payload in events:
             await frames.put(event_frame(payload) if isinstance(payload, NamedEvent) else data_frame(payload))
         last = DONE_FRAME if done_frame else None
+    except asyncio.CancelledError:
+        if not pump.ending:
+            raise  # the client left: nobody reads the frames any more
+        last = _shutting_down_frame()
     except PorticoError as exc:
         last = data_frame(error_body(exc))
     except Exception:
@@ -102,17 +196,27 @@ async def _pump(events: AsyncIterator[SSEEvent], frames: asyncio.Queue[bytes | N
     await frames.put(None)
 
 
-async def _frames(events: AsyncIterator[SSEEvent], heartbeat_s: float, done_frame: bool) -> AsyncIterator[bytes]:
+def _shutting_down_frame() -> bytes:
+    return data_frame(error_body(EngineUnavailable(_SHUTTING_DOWN)))
+
+
+async def _frames(
+    events: AsyncIterator[SSEEvent], heartbeat_s: float, done_frame: bool, pump: _Pump
+) -> AsyncIterator[bytes]:
+    if pump.ending:  # the shutdown began before this stream's first frame: the source never starts
+        yield _shutting_down_frame()
+        return
     frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PUMP_BUFFER)
-    pump = asyncio.create_task(_pump(events, frames, done_frame))
-    _pumps.add(pump)
-    pump.add_done_callback(_pumps.discard)
+    task = asyncio.create_task(_pump(events, frames, done_frame, pump))
+    _pumps.add(task)
+    task.add_done_callback(_pumps.discard)
+    pump.task = task
     try:
         while True:
             try:
                 frame = await asyncio.wait_for(frames.get(), timeout=heartbeat_s)
             except TimeoutError:
-                if pump.done() and frames.empty():  # the pump was cancelled from outside (shutdown)
+                if task.done() and frames.empty():  # the pump was cancelled from outside
                     return
                 yield HEARTBEAT_FRAME
                 continue
@@ -120,4 +224,4 @@ async def _frames(events: AsyncIterator[SSEEvent], heartbeat_s: float, done_fram
                 return
             yield frame
     finally:
-        pump.cancel()
+        task.cancel()

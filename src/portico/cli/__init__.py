@@ -35,7 +35,11 @@ def serve(
         Path | None, typer.Option(exists=True, dir_okay=False, help="A portico.toml to read settings from.")
     ] = None,
 ) -> None:
-    """Serve the API (and the embedded model) on http://HOST:PORT/v1."""
+    """Serve the API (and the embedded model) on http://HOST:PORT/v1 until SIGTERM or Ctrl-C.
+
+    On SIGTERM open streams end with a retryable error event, running jobs go back to the queue, and other
+    requests in flight get shutdown_timeout_s (30 s) to finish.
+    """
     overrides = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     settings = load_settings(config, **overrides)
     configure_logging(settings.log_level)
@@ -50,11 +54,13 @@ def serve(
         "log_config": None,
         "loop": "uvloop",
         "http": "httptools",
+        "timeout_graceful_shutdown": settings.shutdown_timeout_s,
     }
     if settings.workers == 1:
+        from portico import server
         from portico.app import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        server.run(create_app(settings), **common)
         return
     settings.export_to_environment()
     with shared_across_processes():

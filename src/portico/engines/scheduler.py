@@ -68,7 +68,7 @@ class AdmissionQueue:
 
     async def _acquire(self, priority: Priority) -> None:
         if self._free > 0 and not self.waiting:
-            self._free -= 1
+            self._set_free(self._free - 1)
             return
         self.ensure_room()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -99,6 +99,10 @@ class AdmissionQueue:
             _, _, future = heapq.heappop(self._heap)
             if not future.done():
                 self._set_waiting(self.waiting - 1)
-                future.set_result(None)
+                future.set_result(None)  # the slot passes on: still busy
                 return
-        self._free += 1
+        self._set_free(self._free + 1)
+
+    def _set_free(self, free: int) -> None:
+        self._free = free
+        metrics.busy_slots(self.model, self.busy_slots)

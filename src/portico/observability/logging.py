@@ -26,6 +26,11 @@ def stamp_request_ids() -> None:
     logging.setLogRecordFactory(_record_with_request_id)
 
 
+# Libraries whose records hold request content or secrets, and the least severe level they log at: aiosqlite
+# logs every SQL statement with its parameters at DEBUG (prompts, stored answers, webhook secrets), httpx every
+# URL it calls at INFO (a webhook URL may carry its receiver's token). Portico logs what it needs of their work.
+QUIETED_LIBRARIES = {"aiosqlite": logging.INFO, "httpx": logging.WARNING}
+
 # Attributes every LogRecord has; anything else was passed with `extra=` and goes into the JSON object.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -50,6 +55,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, quietest in QUIETED_LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(root.level, quietest))
     # Our own middleware writes the access log (with request ids); uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

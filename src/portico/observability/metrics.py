@@ -94,6 +94,12 @@ QUEUE_WAIT = Histogram(
     ["model"],
     buckets=_TTFT_BUCKETS,
 )
+BUSY_SLOTS = Gauge(
+    "portico_engine_busy_slots",
+    "Engine slots generating right now, by model snapshot (0 once idle: a slot is never leaked).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 ACTIVE_STREAMS = Gauge("portico_active_streams", "SSE responses being sent right now.", multiprocess_mode="livesum")
 BATCH_SIZE = Histogram(
     "portico_engine_batch_size",
@@ -192,6 +198,10 @@ def observe_usage(
 
 def queue_depth(model: str, waiting: int) -> None:
     QUEUE_DEPTH.labels(model).set(waiting)
+
+
+def busy_slots(model: str, busy: int) -> None:
+    BUSY_SLOTS.labels(model).set(busy)
 
 
 def observe_queue_wait(model: str, seconds: float) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from portico.constants import Scope
 from portico.schemas.common import RequestModel
+from portico.settings import TierSettings
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 LimitValue = int | float | None
@@ -82,6 +83,13 @@ class KeyList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class TierRequest(TierSettings):
+    """A tier as POST /v1/admin/tiers takes it: strict like every request body (``false`` is not a budget of 0),
+    where the settings file reads the same fields leniently."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TierObject(BaseModel):

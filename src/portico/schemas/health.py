@@ -12,5 +12,5 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "not_ready", "shutting_down"]
     checks: dict[str, str]
