@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from tests.databases import POSTGRES_URL
 
 
 def free_port() -> int:
@@ -41,3 +45,29 @@ def portico_env(work: Path, **settings: str) -> dict[str, str]:
     config file ``work/portico.toml`` and data directory ``work/data``, then ``settings`` (PORTICO_... names)."""
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("PORTICO_")}
     return inherited | {"PORTICO_CONFIG": str(work / "portico.toml"), "PORTICO_DATA_DIR": str(work / "data")} | settings
+
+
+def shared_env(work: Path, schema: str, **settings: str) -> dict[str, str]:
+    """``portico_env`` on the shared PostgreSQL test database (in ``schema``), with auth on and a server secret
+    that every process started with this environment shares."""
+    return portico_env(
+        work,
+        PORTICO_DATABASE_URL=POSTGRES_URL,
+        PORTICO_DATABASE_SCHEMA=schema,
+        PORTICO_AUTH__ENABLED="true",
+        PORTICO_AUTH__SECRET=secrets.token_hex(32),
+        **settings,
+    )
+
+
+def stop_all(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to each process still running, then wait for them all (SIGKILL for one that takes over 30 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

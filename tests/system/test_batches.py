@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI
 
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,7 @@ def serve(work: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple
             wait_ready(process, url, timeout_s=60)
             yield url, process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            stop_all(process)
 
 
 def chat_line(custom_id: str, words: str) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,8 +12,8 @@ import httpx
 import pytest
 
 from portico.auth.keys import new_key
-from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.databases import postgres_schema
+from tests.system.servers import PORTICO, free_port, shared_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +53,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     admin_key = new_key().plaintext
 
     with postgres_schema("cluster") as schema:
-        env = portico_env(
+        env = shared_env(
             work,
-            PORTICO_DATABASE_URL=POSTGRES_URL,
-            PORTICO_DATABASE_SCHEMA=schema,
+            schema,
             PORTICO_REDIS_URL="redis://127.0.0.1:6379/0",
             PORTICO_LIMITS__BACKEND="redis",
-            PORTICO_AUTH__ENABLED="true",
-            PORTICO_AUTH__SECRET=secrets.token_hex(32),
             PORTICO_ADMIN_KEY=admin_key,
         )
         processes, urls, logs = [], [], []
@@ -78,10 +73,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 wait_ready(process, url, timeout_s=60)
             yield Cluster(urls, admin_key)
         finally:
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                process.wait(timeout=30)
+            stop_all(*processes)
             for log in logs:
                 log.close()
 

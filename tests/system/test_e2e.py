@@ -4,7 +4,6 @@ embeddings."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.system.servers import free_port, wait_ready
+from tests.system.servers import free_port, stop_all, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -34,8 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_ready(process, base)
         yield f"{base}/v1"
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_all(process)
         log.close()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from portico.auth.keys import new_key
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, stop_all, wait_ready
 from tests.system.services import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from tests.upstream_mock import MockUpstream
 
@@ -120,11 +119,7 @@ class Server:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_all(self.process)
         self._log.close()
 
 

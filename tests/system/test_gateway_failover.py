@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -127,10 +127,4 @@ async def test_killing_one_upstream_mid_traffic(tmp_path: Path, ports: tuple[int
             assert await _circuit(http, "a") == "closed"
             assert back["a"] >= 3, back  # the probe succeeded and it takes its share again
     finally:
-        for process in (server, mock_a, mock_b):
-            process.send_signal(signal.SIGTERM)
-        for process in (server, mock_a, mock_b):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(server, mock_a, mock_b)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -22,7 +21,7 @@ from portico.storage.database import Database
 from portico.storage.models import UsageRecord
 from portico.storage.resources import Job
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, shared_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -60,12 +59,9 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     admin_key = new_key().plaintext
 
     with postgres_schema("jobs") as schema:
-        env = portico_env(
+        env = shared_env(
             tmp_path,
-            PORTICO_DATABASE_URL=POSTGRES_URL,
-            PORTICO_DATABASE_SCHEMA=schema,
-            PORTICO_AUTH__ENABLED="true",
-            PORTICO_AUTH__SECRET=secrets.token_hex(32),
+            schema,
             PORTICO_ADMIN_KEY=admin_key,
             PORTICO_JOBS__LEASE_S="2",
             PORTICO_JOBS__POLL_INTERVAL_S="0.1",
@@ -91,11 +87,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
                 _wait_for_log(tmp_path / f"worker-{number}.log", "worker ready", worker)
             yield Cluster(url, schema, {worker.pid: worker for worker in workers}, admin_key)
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                process.wait(timeout=30)
+            stop_all(*processes)
             for log in logs:
                 log.close()
 

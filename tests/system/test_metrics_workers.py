@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.observability.support import Samples, parse, value
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, portico_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +45,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         wait_ready(process, url)
         yield url, tmp_path
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_all(process)
         log.close()
 
 

@@ -6,7 +6,6 @@ one usage record per job, 200 in all."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 import subprocess
 import time
@@ -26,7 +25,7 @@ from portico.storage.database import Database
 from portico.storage.models import UsageRecord
 from portico.storage.resources import Job, JobEvent
 from tests.databases import POSTGRES_URL, postgres_schema
-from tests.system.servers import PORTICO, free_port, portico_env, wait_ready
+from tests.system.servers import PORTICO, free_port, shared_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +68,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     admin_key = new_key().plaintext
 
     with postgres_schema("scale") as schema:
-        env = portico_env(
+        env = shared_env(
             tmp_path,
-            PORTICO_DATABASE_URL=POSTGRES_URL,
-            PORTICO_DATABASE_SCHEMA=schema,
+            schema,
             PORTICO_REDIS_URL="redis://127.0.0.1:6379/0",
             PORTICO_LIMITS__BACKEND="redis",
-            PORTICO_AUTH__ENABLED="true",
-            PORTICO_AUTH__SECRET=secrets.token_hex(32),
             PORTICO_ADMIN_KEY=admin_key,
             PORTICO_JOBS__LEASE_S="2",
             PORTICO_JOBS__POLL_INTERVAL_S="0.1",
@@ -113,11 +109,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             cluster.key = {"authorization": f"Bearer {created.json()['value']}"}
             yield cluster
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                process.wait(timeout=30)
+            stop_all(*processes)
             for log in logs:
                 log.close()
 
