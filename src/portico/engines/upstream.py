@@ -1,8 +1,8 @@
 """Upstream OpenAI-compatible servers answering for a model (``engine = "upstream"``).
 
-A model has one or more deployments (``[[models.upstream]]``), each an ``UpstreamDeployment`` with one pooled
-``httpx.AsyncClient`` (keep-alive, at most ``max_concurrency`` connections, opened in ``start``), its requests
-in flight and its circuit breaker. ``UpstreamEngine.pick`` balances among them. ``upstream_errors`` and
+A model has one or more deployments (``[[models.upstream]]``), each an ``UpstreamDeployment`` with pooled
+``httpx.AsyncClient``s (keep-alive, ``max_concurrency`` connections in all, in pools of at most
+``CONNECTIONS_PER_CLIENT``, opened in ``start``), its requests in flight and its circuit breaker. ``UpstreamEngine.pick`` balances among them. ``upstream_errors`` and
 ``raise_for_status`` are the one place httpx failures and upstream error statuses become Portico errors. Nothing
 is tokenized or generated locally: ``services/upstream.py`` sends the request bodies through ``post`` and
 ``open_stream`` and does the retries.
@@ -37,6 +37,9 @@ from portico.observability.context import note_upstream_call
 from portico.settings import ModelSettings, RoutingSettings, UpstreamSettings
 
 DEFAULT_CONTEXT_WINDOW = 4096  # what /v1/models reports and the reservation assumes without `context_window`
+# Connections per pooled client. httpcore's pool scans all its connections and waiting requests whenever one is
+# sent or returned (a cost that grows with the pool), so a deployment's connections are split over small pools.
+CONNECTIONS_PER_CLIENT = 4
 DRAIN_S = 0.5  # longest wait for the end of a stream's body after its [DONE]
 MAX_UPSTREAM_MESSAGE = 500  # characters of an upstream's error message passed on to the client
 
@@ -61,8 +64,9 @@ def _context_exceeded(code: object, message: str) -> bool:
 class Dispatch:
     """One request to a deployment, from sending until its answer (or stream) ends: the circuit's verdict."""
 
-    def __init__(self, deployment: UpstreamDeployment) -> None:
+    def __init__(self, deployment: UpstreamDeployment, slot: int) -> None:
         self.deployment = deployment
+        self.slot = slot  # which of the deployment's clients sends it
         self._ended = False
         self._sent_at = time.perf_counter()
 
@@ -72,7 +76,7 @@ class Dispatch:
         if self._ended:
             return
         self._ended = True
-        self.deployment.outstanding -= 1
+        self.deployment.returned(self.slot)
         note_upstream_call(time.perf_counter() - self._sent_at)
         breaker = self.deployment.breaker
         if error is None or isinstance(error, InvalidRequest):
@@ -98,36 +102,50 @@ class UpstreamDeployment:
         self.breaker = CircuitBreaker(name, failures=routing.breaker_failures, cooldown_s=routing.breaker_cooldown_s)
         key = settings.api_key()
         self._secret = key.get_secret_value() if key is not None else None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._in_flight: list[int] = []  # per client
 
     async def start(self) -> None:
         headers = {"authorization": f"Bearer {self._secret}"} if self._secret else {}
         limit = self.settings.max_concurrency
-        self._client = httpx.AsyncClient(
-            base_url=self.settings.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(self.settings.timeout_s),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-        )
+        shares = [min(CONNECTIONS_PER_CLIENT, limit - start) for start in range(0, limit, CONNECTIONS_PER_CLIENT)]
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.settings.base_url.rstrip("/") + "/",
+                headers=headers,
+                timeout=httpx.Timeout(self.settings.timeout_s),
+                limits=httpx.Limits(max_connections=share, max_keepalive_connections=share),
+            )
+            for share in shares
+        ]
+        self._in_flight = [0] * len(self._clients)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients, self._in_flight = self._clients, [], []
+        for client in clients:
+            await client.aclose()
 
     def dispatch(self) -> Dispatch:
-        """Count a request in flight to this deployment until its ``Dispatch`` ends."""
+        """Count a request in flight to this deployment until its ``Dispatch`` ends. It goes out on the first of
+        the clients with the fewest requests in flight, so light traffic keeps reusing one client's connections."""
         self.outstanding += 1
         self.dispatched += 1
         self.breaker.sending()
-        return Dispatch(self)
+        slot = min(range(len(self._in_flight)), key=self._in_flight.__getitem__, default=0)
+        if self._in_flight:
+            self._in_flight[slot] += 1
+        return Dispatch(self, slot)
+
+    def returned(self, slot: int) -> None:
+        self.outstanding -= 1
+        if slot < len(self._in_flight):
+            self._in_flight[slot] -= 1
 
     # -- HTTP ------------------------------------------------------------------------------------------
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def client(self, slot: int) -> httpx.AsyncClient:
+        if slot >= len(self._clients):
             raise UpstreamUnavailable(f"The upstream for '{self.alias}' is not started.")
-        return self._client
+        return self._clients[slot]
 
     @contextmanager
     def upstream_errors(self) -> Iterator[None]:
@@ -174,10 +192,10 @@ class UpstreamDeployment:
             raise UpstreamContextExceeded(problem, param="messages")
         raise InvalidRequest(problem)
 
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post(self, path: str, body: dict[str, Any], *, slot: int = 0) -> dict[str, Any]:
         """POST ``body`` to ``path`` (relative to ``base_url``); the JSON answer, or the mapped error."""
         with tracing.span("portico.upstream", deployment=self.name), self.upstream_errors():
-            response = await self.client.post(path, json=body, headers=tracing.trace_headers())
+            response = await self.client(slot).post(path, json=body, headers=tracing.trace_headers())
         self.raise_for_status(response)
         try:
             answer = response.json()
@@ -187,9 +205,9 @@ class UpstreamDeployment:
             raise UpstreamError(f"The upstream serving '{self.alias}' answered with something other than JSON.")
         return answer
 
-    async def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def open_stream(self, path: str, body: dict[str, Any], *, slot: int = 0) -> httpx.Response:
         """Send a streamed request and wait for its status; the open response, or the mapped error."""
-        client = self.client
+        client = self.client(slot)
         with tracing.span("portico.upstream", deployment=self.name), self.upstream_errors():
             request = client.build_request("POST", path, json=body, headers=tracing.trace_headers())
             response = await client.send(request, stream=True)

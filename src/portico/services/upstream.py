@@ -317,7 +317,8 @@ class UpstreamService:
         async def attempt(deployment: UpstreamDeployment) -> dict[str, Any]:
             dispatch = deployment.dispatch()
             try:
-                answer = await deployment.post(call.route.path, {**call.payload, "model": deployment.model_name})
+                body = {**call.payload, "model": deployment.model_name}
+                answer = await deployment.post(call.route.path, body, slot=dispatch.slot)
             except BaseException as exc:
                 dispatch.end(exc)
                 raise
@@ -355,7 +356,8 @@ class UpstreamService:
         async def attempt(deployment: UpstreamDeployment) -> _Opened:
             dispatch = deployment.dispatch()
             try:
-                response = await deployment.open_stream(call.route.path, {**payload, "model": deployment.model_name})
+                body = {**payload, "model": deployment.model_name}
+                response = await deployment.open_stream(call.route.path, body, slot=dispatch.slot)
                 events = deployment.events(response)
                 first = await anext(events, None)
             except BaseException as exc:
