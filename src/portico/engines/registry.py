@@ -124,6 +124,11 @@ class ModelRegistry:
         note_named(version)
         return served if version is served.version else replace(served, version=version)
 
+    def by_alias(self, alias: str) -> ServedModel:
+        """The model an alias names, without noting it for the response's version headers (a fallback that may
+        never answer: ``note_named`` it when it does). Settings validation guarantees the alias exists."""
+        return self._by_name[alias][0]
+
     async def start(self) -> None:
         for model in self._models:
             await model.engine.start()

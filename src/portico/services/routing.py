@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from portico.engines.registry import ModelRegistry, ServedModel
 from portico.engines.upstream import UPSTREAM_FAILURES
+from portico.engines.versions import note_named
 from portico.errors import (
     ContextLengthExceeded,
     EngineOverloaded,
@@ -106,6 +107,7 @@ class Route:
                         self.candidates[following].alias,
                     )
                     self.position = following
+                    note_named(self.served.version)  # its Deprecation/Sunset headers, now that it may answer
         except PorticoError as exc:
             if self.ticket is not None:
                 self.ticket.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=exc.status_code)
@@ -117,6 +119,6 @@ class Route:
 
 
 def route(registry: ModelRegistry, name: str) -> Route:
-    """The model ``name`` resolves to (404/410 as usual), then its fallbacks."""
+    """The model ``name`` resolves to (404/410 as usual), then its fallbacks (noted only when one takes over)."""
     primary = registry.resolve(name)
-    return Route([primary, *(registry.resolve(alias) for alias in primary.settings.fallbacks)])
+    return Route([primary, *(registry.by_alias(alias) for alias in primary.settings.fallbacks)])
