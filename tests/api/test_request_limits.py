@@ -45,7 +45,8 @@ def test_a_key_holds_at_most_max_streams_per_key_open_streams() -> None:
     """Real connections: two streams stay open while a third is refused, for that key only."""
     admin_key = new_key().plaintext
     settings = auth_settings(max_streams_per_key=2, tokens_per_second=20, context_window=1024, admin_key=admin_key)
-    long_stream = _chat(1, stream=True, max_tokens=500)
+    words = " ".join(f"w{n}" for n in range(300))  # echoed at 20 tokens/s: each stream stays open about 15 s
+    long_stream = {**_chat(1, stream=True, max_tokens=500), "messages": [{"role": "user", "content": words}]}
     with live_server(settings) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         key, other_key = bearer(_admin(http, admin_key)), bearer(_admin(http, admin_key))
         with (
