@@ -57,10 +57,11 @@ from portico.auth.principal import LIMIT_FIELDS
 from portico.constants import REDIS_PREFIX_LIMITS, Scope
 from portico.services.admin import AdminService
 from portico.services.control_plane import ControlPlane, open_admin
-from portico.services.metering import Meter
 from portico.settings import Settings
 from portico.storage.database import Database
 from portico.storage.models import UsageRecord
+from portico.usage.meter import Meter
+from portico.usage.tokens import TokenUsage
 from processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,7 +248,7 @@ async def measure_component(backend: str, setup: Setup, directory: Path) -> tupl
                 prompt_tokens=PROMPT_TOKENS,
                 max_completion_tokens=MAX_TOKENS,
             )
-            ticket.settle(prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS, cached_tokens=0, status=200)
+            ticket.settle(TokenUsage(PROMPT_TOKENS, COMPLETION_TOKENS), status=200)
             answered = time.perf_counter()
             await settled(meter)
             done = time.perf_counter()

@@ -67,7 +67,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def registry_of(app: FastAPI) -> ModelRegistry:
-    registry: ModelRegistry = app.state.registry
+    registry: ModelRegistry = app.state.runtime.registry
     return registry
 
 
@@ -135,8 +135,8 @@ async def make_key(
     expires_at: int | None = None,
 ) -> str:
     """A new key through the admin service of a running app; returns the plaintext key."""
-    admin: AdminService = app.state.admin
-    organization_id = organization_id or app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization_id = organization_id or app.state.runtime.control.local_principal.organization_id
     created = await admin.create_key(
         organization_id,
         project=project,

@@ -42,15 +42,7 @@ from portico.observability import tracing
 from portico.observability.logging import stamp_request_ids
 from portico.observability.metrics import process_exiting
 from portico.runtime import Runtime
-from portico.services.batches import BatchService
-from portico.services.conversations import ConversationService
-from portico.services.files import FileService
-from portico.services.idempotency import IdempotencyService
-from portico.services.jobs import JobService
-from portico.services.stored_completions import StoredCompletionService
-from portico.services.webhooks import WebhookService
 from portico.settings import Settings
-from portico.storage.files import FileStore
 
 logger = logging.getLogger("portico")
 
@@ -66,38 +58,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, asyncio.Event]]:
         tracing.configure_tracing(settings.tracing.enabled)
         runtime = await Runtime.open(settings)
-        control, registry, generation = runtime.control, runtime.registry, runtime.generation
-        app.state.control = control
-        app.state.database = control.database
-        app.state.admin = control.admin
-        app.state.authenticator = control.authenticator
-        app.state.local_principal = control.local_principal
-        app.state.meter = control.meter
-        app.state.usage = control.usage
-        app.state.registry = registry
-        app.state.inference = runtime.inference
-        app.state.embeddings = runtime.embeddings
-        app.state.generation = generation
-        app.state.shutting_down = runtime.shutting_down
-        app.state.jobs = JobService(control.database, generation, settings.jobs)
-        app.state.webhooks = WebhookService(control.database)
-        app.state.conversations = ConversationService(control.database, generation, registry, settings)
-        app.state.stored_completions = StoredCompletionService(control.database, registry)
-        app.state.idempotency = IdempotencyService(control.database, settings.idempotency)
-        files_store = FileStore(settings.files_directory)
-        app.state.files = FileService(control.database, files_store, max_bytes=settings.files.max_bytes)
-        app.state.batches = BatchService(control.database)
+        app.state.runtime = runtime
         worker = WorkerHost.in_process(runtime.worker_context())
         await runtime.start()
         await worker.start()  # after the engines: it may claim a job or a batch at once
-        logger.info("ready", extra={"models": [served.alias for served in registry]})
+        logger.info("ready", extra={"models": [served.alias for served in runtime.registry]})
         stopping = asyncio.create_task(_stop_background_work(runtime.shutting_down, app.state.open_streams, worker))
         try:
             yield {SHUTDOWN_STATE: runtime.shutting_down}
         finally:
             runtime.shutting_down.set()  # already set if the server announced the shutdown
             await stopping  # before the engines stop
-            await app.state.conversations.close()
             await runtime.close()
             tracing.shutdown_tracing()
             process_exiting()

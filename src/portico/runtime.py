@@ -1,5 +1,5 @@
 """What serves requests and runs background work, built once from settings: the control plane, the engines
-and the services over them. ``create_app``'s lifespan and ``portico worker`` both open one."""
+and every service over them. ``create_app``'s lifespan and ``portico worker`` both open one and only hold it."""
 
 from __future__ import annotations
 
@@ -9,24 +9,35 @@ from dataclasses import dataclass, field
 from portico.cache import build_cache_backend
 from portico.engines.registry import ModelRegistry
 from portico.jobs.context import WorkerContext
+from portico.services.batches import BatchService
 from portico.services.cache import ResponseCache
 from portico.services.control_plane import ControlPlane
-from portico.services.embeddings import EmbeddingService
-from portico.services.generation import GenerationService
-from portico.services.inference import InferenceService
+from portico.services.conversations import ConversationService
+from portico.services.files import FileService
+from portico.services.generation.fallback import BackendOptions
+from portico.services.generation.pipeline import Pipeline
+from portico.services.idempotency import IdempotencyService
+from portico.services.jobs import JobService
 from portico.services.semantic_cache import build_semantic_cache
-from portico.services.upstream import UpstreamService
+from portico.services.stored_completions import StoredCompletionService
+from portico.services.webhooks import WebhookService
 from portico.settings import Settings
+from portico.storage.files import FileStore
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
-    control: ControlPlane
+    control: ControlPlane  # database, admin, authenticator, local principal, meter, usage
     registry: ModelRegistry  # not started: ``start`` loads the models
-    inference: InferenceService
-    embeddings: EmbeddingService
-    generation: GenerationService
+    pipeline: Pipeline
+    stored_completions: StoredCompletionService
+    conversations: ConversationService
+    jobs: JobService
+    webhooks: WebhookService
+    idempotency: IdempotencyService
+    files: FileService
+    batches: BatchService
     # Set when a shutdown begins, before the requests in flight have finished (``portico serve`` sets it on
     # SIGTERM): streams end, running jobs go back to the queue and /readyz answers 503 from then on.
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
@@ -34,35 +45,48 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings) -> Runtime:
         control = await ControlPlane.open(settings)
+        database = control.database
         registry = ModelRegistry(settings.models, settings.queue)
-        inference = InferenceService(registry, settings)
-        embeddings = EmbeddingService(registry)
         cache = (
             ResponseCache(build_cache_backend(settings), ttl_s=settings.cache.ttl_s) if settings.cache.enabled else None
         )
-        generation = GenerationService(
+        stored = StoredCompletionService(database, registry)
+        pipeline = Pipeline(
             registry,
-            inference,
-            embeddings,
-            UpstreamService(control.meter),
             control.meter,
+            stored,
+            BackendOptions(timeout_s=settings.request_timeout_s, max_n=settings.max_n),
             background_timeout_s=settings.jobs.timeout_s,
             cache=cache,
             semantic_cache=build_semantic_cache(settings, registry),
         )
-        return cls(settings, control, registry, inference, embeddings, generation)
+        return cls(
+            settings,
+            control,
+            registry,
+            pipeline,
+            stored,
+            ConversationService(database, pipeline, registry, settings),
+            JobService(database, pipeline, settings.jobs),
+            WebhookService(database),
+            IdempotencyService(database, settings.idempotency),
+            FileService(database, FileStore(settings.files_directory), max_bytes=settings.files.max_bytes),
+            BatchService(database),
+        )
 
     async def start(self) -> None:
         await self.registry.start()
 
     def worker_context(self) -> WorkerContext:
-        return WorkerContext(self.settings, self.control.database, self.control, self.generation)
+        return WorkerContext(self.settings, self.control.database, self.control, self.pipeline)
 
     async def close(self) -> None:
-        """The engines first (their generations settle), then the control plane (usage flushed)."""
+        """Partial conversation answers still being stored, then the engines (their generations settle), then
+        the control plane (usage flushed)."""
+        await self.conversations.close()
         await self.registry.close()
-        if self.generation.cache is not None:
-            await self.generation.cache.close()
-        if self.generation.semantic_cache is not None:
-            await self.generation.semantic_cache.close()
+        if self.pipeline.cache is not None:
+            await self.pipeline.cache.close()
+        if self.pipeline.semantic_cache is not None:
+            await self.pipeline.semantic_cache.close()
         await self.control.close()

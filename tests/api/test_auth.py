@@ -137,8 +137,8 @@ async def test_missing_key_is_401_and_a_key_without_the_scope_is_403(
 
 async def test_each_bad_key_has_its_own_401_code(served: tuple[httpx.AsyncClient, FastAPI]) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
-    organization = app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization = app.state.runtime.control.local_principal.organization_id
     good = await make_key(app)
     parts = parse_key(good)
     assert parts is not None
@@ -190,7 +190,7 @@ async def test_key_is_shown_once_and_stored_only_as_a_keyed_hash(served: tuple[h
     listed = await client.get(f"/v1/admin/keys/{parts.key_id}", headers=bearer(admin_key))
     assert "value" not in listed.json()
     assert parts.secret not in listed.text
-    database: Database = app.state.database
+    database: Database = app.state.runtime.control.database
     async with database.session() as session:
         stored = (await session.execute(select(ApiKey).where(ApiKey.id == parts.key_id))).scalar_one()
     assert parts.secret not in (stored.secret_hash, stored.previous_secret_hash)
@@ -230,7 +230,7 @@ async def test_revoke_applies_at_once_in_this_process(served: tuple[httpx.AsyncC
 
 async def test_another_organizations_objects_are_404(served: tuple[httpx.AsyncClient, FastAPI]) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
+    admin: AdminService = app.state.runtime.control.admin
     theirs = await admin.create_organization("theirs")
     their_key = await make_key(app, organization_id=theirs.id)
     their_key_id = their_key.split("-")[1]
@@ -263,8 +263,8 @@ async def test_another_organizations_objects_are_404(served: tuple[httpx.AsyncCl
 
 async def test_another_projects_usage_is_404_without_keys_admin(served: tuple[httpx.AsyncClient, FastAPI]) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
-    organization = app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization = app.state.runtime.control.local_principal.organization_id
     project_a = await admin.create_project(organization, "a")
     project_b = await admin.create_project(organization, "b")
     key_a = await make_key(app, project=project_a.id, scopes=[Scope.USAGE_READ])
@@ -284,6 +284,6 @@ async def test_last_used_at_is_recorded_without_a_write_per_request(
     assert before.json()["last_used_at"] is None
     for _ in range(3):
         await client.get("/v1/models", headers=bearer(user))
-    await app.state.meter.recorder.flush()
+    await app.state.runtime.control.meter.recorder.flush()
     after = await client.get(f"/v1/admin/keys/{key_id}", headers=bearer(admin_key))
     assert after.json()["last_used_at"] >= int(time.time()) - 5

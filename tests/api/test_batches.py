@@ -247,7 +247,7 @@ async def test_a_batch_past_its_window_expires_with_partial_results() -> None:
         lines: list[dict[str, Any] | str] = [chat_line(f"req-{n}", "one two three four") for n in range(20)]
         created = await create_batch(client, lines)
         await wait_for(client, created["id"], lambda batch: batch["request_counts"]["completed"] >= 1)
-        database: Database = app.state.database
+        database: Database = app.state.runtime.control.database
         async with database.session() as session:
             await session.execute(update(Batch).where(Batch.id == created["id"]).values(expires_at=int(time.time())))
             await session.commit()
@@ -284,10 +284,10 @@ async def test_lines_run_as_the_key_as_it_is_now() -> None:
         lines: list[dict[str, Any] | str] = [chat_line(f"req-{n}", "one two three four") for n in range(10)]
         created = await create_batch(client, lines, headers=key)
         await wait_for(client, created["id"], lambda b: b["request_counts"]["completed"] >= 1, headers=key)
-        admin: AdminService = app.state.admin
+        admin: AdminService = app.state.runtime.control.admin
         parts = parse_key(plaintext)
         assert parts is not None
-        await admin.revoke_key(app.state.local_principal.organization_id, parts.key_id)
+        await admin.revoke_key(app.state.runtime.control.local_principal.organization_id, parts.key_id)
 
         admin_key = bearer(await make_key(app))
         batch = await wait_for(client, created["id"], headers=admin_key)
@@ -327,7 +327,7 @@ async def test_erasing_the_project_mid_batch_leaves_none_of_its_results_behind()
     async with asgi_client(settings) as (client, app):
         created = await create_batch(client, [chat_line(f"req-{n}", "one two three four") for n in range(20)])
         await wait_for(client, created["id"], lambda batch: batch["request_counts"]["completed"] >= 1)
-        project_id = app.state.local_principal.project_id
+        project_id = app.state.runtime.control.local_principal.project_id
         assert (await client.delete(f"/v1/projects/{project_id}/data")).json()["deleted"]["batches"] == 1
 
         project_directory = settings.files_directory / project_id
@@ -357,8 +357,8 @@ async def test_the_input_of_an_unfinished_batch_cannot_be_deleted() -> None:
 async def test_another_projects_batch_is_404_on_every_route(database_url: str, database_schema: str | None) -> None:
     settings = batch_settings(auth={"enabled": True}, database_url=database_url, database_schema=database_schema)
     async with asgi_client(settings) as (client, app):
-        admin: AdminService = app.state.admin
-        other_project = await admin.create_project(app.state.local_principal.organization_id, "other")
+        admin: AdminService = app.state.runtime.control.admin
+        other_project = await admin.create_project(app.state.runtime.control.local_principal.organization_id, "other")
         owner = bearer(await make_key(app))
         stranger = bearer(await make_key(app, project=other_project.id))
         created = await create_batch(client, [chat_line("a")], headers=owner)

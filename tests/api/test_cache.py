@@ -35,13 +35,13 @@ async def served() -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
 
 
 async def project_key(app: FastAPI, name: str, **limits: int) -> dict[str, str]:
-    admin: AdminService = app.state.admin
-    project = await admin.create_project(app.state.local_principal.organization_id, name)
+    admin: AdminService = app.state.runtime.control.admin
+    project = await admin.create_project(app.state.runtime.control.local_principal.organization_id, name)
     return bearer(await make_key(app, project=project.id, scopes=SCOPES, limits=limits or None))
 
 
 async def usage_totals(client: httpx.AsyncClient, app: FastAPI, key: dict[str, str]) -> dict[str, Any]:
-    await app.state.meter.recorder.flush()
+    await app.state.runtime.control.meter.recorder.flush()
     report = await client.get("/v1/usage", headers=key)
     assert report.status_code == 200, report.text
     totals: dict[str, Any] = report.json()["totals"]
@@ -168,8 +168,8 @@ async def test_a_hit_counts_as_a_request_but_reserves_no_tokens(served: tuple[ht
 
 async def test_erasing_a_projects_data_drops_its_cached_answers(served: tuple[httpx.AsyncClient, FastAPI]) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
-    organization = app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization = app.state.runtime.control.local_principal.organization_id
     erased, other = await admin.create_project(organization, "erased"), await admin.create_project(organization, "b")
     key = bearer(await make_key(app, project=erased.id, scopes=SCOPES))
     other_key = bearer(await make_key(app, project=other.id, scopes=SCOPES))

@@ -244,7 +244,7 @@ async def test_summarize_folds_the_oldest_turns_into_a_billed_summary_and_contin
     totals = (await client.get(f"/v1/conversations/{cid}")).json()["usage"]
     assert totals["completion_tokens"] == sum(m["usage"]["completion_tokens"] for m in generated)
     assert totals["cost"] == pytest.approx(sum(m["usage"]["cost"] for m in generated))
-    await app.state.meter.recorder.flush()
+    await app.state.runtime.control.meter.recorder.flush()
     usage = (await client.get("/v1/usage", params={"group_by": "endpoint"})).json()
     bucket = next(b for b in usage["buckets"] if b["key"] == "/v1/conversations/{id}/messages")
     assert bucket["requests"] == len(generated)
@@ -379,8 +379,8 @@ async def test_messages_are_paginated_oldest_first(served: tuple[httpx.AsyncClie
 async def test_another_projects_conversations_are_404(database_url: str, database_schema: str | None) -> None:
     settings = auth_settings(database_url=database_url, database_schema=database_schema)
     async with asgi_client(settings) as (client, app):
-        admin: AdminService = app.state.admin
-        organization = app.state.local_principal.organization_id
+        admin: AdminService = app.state.runtime.control.admin
+        organization = app.state.runtime.control.local_principal.organization_id
         project_a = await admin.create_project(organization, "a")
         project_b = await admin.create_project(organization, "b")
         scopes = [Scope.CONVERSATIONS_READ, Scope.CONVERSATIONS_WRITE]

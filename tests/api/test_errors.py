@@ -233,7 +233,7 @@ async def test_queue_wait_past_deadline_is_503() -> None:
 async def test_slow_generation_is_504_timeout() -> None:
     async with asgi_client(echo_settings(tokens_per_second=20, request_timeout_s=0.2)) as (http, app):
         response = await http.post(CHAT, json=chat(messages=[{"role": "user", "content": "w " * 100}]))
-        engine = next(iter(app.state.registry)).engine
+        engine = next(iter(app.state.runtime.registry)).engine
 
         assert_envelope(response, 504, "timeout", retryable=True)
         await asyncio.sleep(0.2)

@@ -184,8 +184,8 @@ async def test_the_openai_sdk_uploads_lists_downloads_and_deletes(client: httpx.
 async def test_another_projects_file_is_404_on_every_route(database_url: str, database_schema: str | None) -> None:
     settings = auth_settings(database_url=database_url, database_schema=database_schema)
     async with asgi_client(settings) as (client, app):
-        admin: AdminService = app.state.admin
-        other_project = await admin.create_project(app.state.local_principal.organization_id, "other")
+        admin: AdminService = app.state.runtime.control.admin
+        other_project = await admin.create_project(app.state.runtime.control.local_principal.organization_id, "other")
         owner = bearer(await make_key(app, scopes=[Scope.FILES_READ, Scope.FILES_WRITE]))
         stranger = bearer(await make_key(app, scopes=[Scope.FILES_READ, Scope.FILES_WRITE], project=other_project.id))
         file_id = (await upload(client, LINE, headers=owner)).json()["id"]

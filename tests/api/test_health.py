@@ -25,7 +25,7 @@ async def test_readyz_reports_each_model_loaded(client: httpx.AsyncClient) -> No
 async def test_readyz_is_503_until_models_are_loaded() -> None:
     app = create_app(echo_settings())
     async with app.router.lifespan_context(app):
-        for served in app.state.registry:
+        for served in app.state.runtime.registry:
             served.ready = False
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://portico.test") as http:

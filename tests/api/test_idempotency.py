@@ -199,8 +199,8 @@ async def test_a_429_first_response_is_not_stored_and_the_retry_runs() -> None:
 
 async def test_keys_are_per_project() -> None:
     async with asgi_client(auth_settings()) as (client, app):
-        admin: AdminService = app.state.admin
-        organization = app.state.local_principal.organization_id
+        admin: AdminService = app.state.runtime.control.admin
+        organization = app.state.runtime.control.local_principal.organization_id
         key_a = bearer(await make_key(app, project=(await admin.create_project(organization, "a")).id))
         key_b = bearer(await make_key(app, project=(await admin.create_project(organization, "b")).id))
         same_project = bearer(await make_key(app, project="a"))
@@ -269,8 +269,8 @@ async def test_admin_routes_ignore_the_header_and_never_store_secrets() -> None:
 
         assert first.status_code == second.status_code == 201
         assert first.json()["id"] != second.json()["id"]
-        service: IdempotencyService = app.state.idempotency
-        assert await service.lookup(app.state.local_principal.project_id, "k-admin") is None
+        service: IdempotencyService = app.state.runtime.idempotency
+        assert await service.lookup(app.state.runtime.control.local_principal.project_id, "k-admin") is None
 
 
 async def test_two_instances_sharing_a_database_run_a_key_once(database_url: str, database_schema: str | None) -> None:
@@ -287,7 +287,7 @@ async def test_two_instances_sharing_a_database_run_a_key_once(database_url: str
         assert_replay_of(replay, done)
         assert reused.json()["error"]["code"] == "idempotency_key_reused"
         assert (generations(app_a), generations(app_b)) == (1, 0)
-        await app_b.state.meter.recorder.flush()
+        await app_b.state.runtime.control.meter.recorder.flush()
         assert await billed_requests(client_a) == 1
 
 
@@ -295,9 +295,9 @@ async def test_a_claim_whose_owner_died_is_taken_over_after_lock_s() -> None:
     settings = echo_settings(idempotency=IdempotencySettings(lock_s=0.5))
     async with asgi_client(settings) as (client, app):
         # Another process claimed the key for this very request, then died before answering.
-        service: IdempotencyService = app.state.idempotency
+        service: IdempotencyService = app.state.runtime.idempotency
         fingerprint = request_fingerprint("POST", CHAT_PATH, "", orjson.dumps(CHAT))
-        dead = await service.claim(app.state.local_principal.project_id, "k-dead", fingerprint)
+        dead = await service.claim(app.state.runtime.control.local_principal.project_id, "k-dead", fingerprint)
         assert not isinstance(dead, StoredResponse)
 
         busy = await client.post(CHAT_PATH, json=CHAT, headers=keyed("k-dead"))

@@ -25,8 +25,8 @@ from tests.jobs.support import (
 
 
 async def _usage_records(app: Any, job_id: str) -> list[UsageRecord]:
-    await app.state.meter.recorder.flush()
-    database: Database = app.state.database
+    await app.state.runtime.control.meter.recorder.flush()
+    database: Database = app.state.runtime.control.database
     async with database.session() as session:
         return list((await session.scalars(select(UsageRecord).where(UsageRecord.request_id == job_id))).all())
 
@@ -296,7 +296,11 @@ async def test_another_projects_job_is_404_everywhere(database_url: str, databas
     settings.jobs.poll_interval_s = 0.05
     async with asgi_client(settings) as (client, app):
         mine = bearer(await make_key(app))
-        other_project = (await app.state.admin.create_project(app.state.local_principal.organization_id, "b")).id
+        other_project = (
+            await app.state.runtime.control.admin.create_project(
+                app.state.runtime.control.local_principal.organization_id, "b"
+            )
+        ).id
         theirs = bearer(await make_key(app, project=other_project))
         job_id = (await client.post("/v1/jobs", json=chat_job(), headers=mine)).json()["id"]
 
@@ -319,7 +323,11 @@ async def test_the_webhook_secret_is_made_once_per_project() -> None:
     settings = auth_settings()
     async with asgi_client(settings) as (client, app):
         key = bearer(await make_key(app))
-        other_project = (await app.state.admin.create_project(app.state.local_principal.organization_id, "b")).id
+        other_project = (
+            await app.state.runtime.control.admin.create_project(
+                app.state.runtime.control.local_principal.organization_id, "b"
+            )
+        ).id
         other = bearer(await make_key(app, project=other_project))
         first = (await client.get("/v1/webhooks/secret", headers=key)).json()
         second = (await client.get("/v1/webhooks/secret", headers=key)).json()

@@ -38,7 +38,7 @@ async def served(database_url: str, database_schema: str | None) -> AsyncIterato
 async def _store_content(app: FastAPI, project_id: str) -> Path:
     """One of everything a project can store, written straight to the tables; returns its file on disk."""
     settings: Settings = app.state.settings
-    database: Database = app.state.database
+    database: Database = app.state.runtime.control.database
     now = int(time.time())
     tag = project_id[-6:]
     relative = f"{project_id}/file-{tag}"
@@ -139,8 +139,8 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
     served: tuple[httpx.AsyncClient, FastAPI],
 ) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
-    organization = app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization = app.state.runtime.control.local_principal.organization_id
     doomed = await admin.create_project(organization, "doomed")
     kept = await admin.create_project(organization, "kept")
     doomed_file = await _store_content(app, doomed.id)
@@ -164,9 +164,9 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
         "idempotency_records": 1,
         "webhook_deliveries": 1,
     }
-    assert await count_project_rows(app.state.database, doomed.id) == 0
+    assert await count_project_rows(app.state.runtime.control.database, doomed.id) == 0
     assert not doomed_file.exists() and not doomed_file.parent.exists()
-    assert await count_project_rows(app.state.database, kept.id) == 7
+    assert await count_project_rows(app.state.runtime.control.database, kept.id) == 7
     assert kept_file.exists()
     # The project and its keys stay usable.
     assert (await client.get(f"/v1/admin/projects/{doomed.id}", headers=admin_key)).json()["status"] == "active"
@@ -174,10 +174,10 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
 
 async def test_another_organizations_project_is_404(served: tuple[httpx.AsyncClient, FastAPI]) -> None:
     client, app = served
-    admin: AdminService = app.state.admin
+    admin: AdminService = app.state.runtime.control.admin
     theirs = await admin.create_organization("theirs")
     their_project = (await admin.list_projects(theirs.id, limit=1, after=None)).items[0]
     await _store_content(app, their_project.id)
     ours = bearer(await make_key(app, scopes=[Scope.KEYS_ADMIN]))
     assert (await client.delete(f"/v1/projects/{their_project.id}/data", headers=ours)).status_code == 404
-    assert await count_project_rows(app.state.database, their_project.id) == 7
+    assert await count_project_rows(app.state.runtime.control.database, their_project.id) == 7

@@ -156,8 +156,8 @@ async def test_list_filters_by_model_and_metadata_and_pages(served: tuple[httpx.
 async def test_another_projects_stored_completions_are_404(database_url: str, database_schema: str | None) -> None:
     settings = auth_settings(database_url=database_url, database_schema=database_schema)
     async with asgi_client(settings) as (client, app):
-        admin: AdminService = app.state.admin
-        organization = app.state.local_principal.organization_id
+        admin: AdminService = app.state.runtime.control.admin
+        organization = app.state.runtime.control.local_principal.organization_id
         key_a = bearer(await make_key(app, project=(await admin.create_project(organization, "a")).id))
         key_b = bearer(await make_key(app, project=(await admin.create_project(organization, "b")).id))
         created = await client.post("/v1/chat/completions", json=chat("secret", store=True), headers=key_a)

@@ -52,8 +52,8 @@ async def key_for(app: FastAPI, project_id: str) -> dict[str, str]:
 
 async def test_two_apps_share_hits_within_a_project(redis_client: Redis, redis_prefix: str) -> None:
     async with asgi_client(redis_settings(redis_prefix)) as (one, app_one):
-        admin: AdminService = app_one.state.admin
-        organization = app_one.state.local_principal.organization_id
+        admin: AdminService = app_one.state.runtime.control.admin
+        organization = app_one.state.runtime.control.local_principal.organization_id
         project_a = await admin.create_project(organization, "a")
         project_b = await admin.create_project(organization, "b")
         key_a, key_b = await key_for(app_one, project_a.id), await key_for(app_one, project_b.id)

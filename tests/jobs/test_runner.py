@@ -22,7 +22,9 @@ from tests.jobs.support import WORDS, chat_job, job_settings, parse_sse, wait_fo
 @asynccontextmanager
 async def running(app: FastAPI, *, drain_s: float = 5.0, owner: str | None = None) -> AsyncIterator[JobRunner]:
     """A runner of its own over the app's services (the app itself has no in-process worker)."""
-    context = WorkerContext(app.state.settings, app.state.database, app.state.control, app.state.generation)
+    context = WorkerContext(
+        app.state.settings, app.state.runtime.control.database, app.state.runtime.control, app.state.runtime.pipeline
+    )
     if owner is not None:
         context = WorkerContext(context.settings, context.database, context.control, context.generation, owner)
     runner = JobRunner(context, drain_s=drain_s)
@@ -34,14 +36,14 @@ async def running(app: FastAPI, *, drain_s: float = 5.0, owner: str | None = Non
 
 
 async def _set(app: FastAPI, job_id: str, **values: Any) -> None:
-    database: Database = app.state.database
+    database: Database = app.state.runtime.control.database
     async with database.session() as session:
         await session.execute(update(Job).where(Job.id == job_id).values(**values))
         await session.commit()
 
 
 async def _row(app: FastAPI, job_id: str) -> Job:
-    database: Database = app.state.database
+    database: Database = app.state.runtime.control.database
     async with database.session() as session:
         job = await session.get(Job, job_id)
         assert job is not None
@@ -49,7 +51,7 @@ async def _row(app: FastAPI, job_id: str) -> Job:
 
 
 async def _event_types(app: FastAPI, job_id: str) -> list[tuple[str, dict[str, Any]]]:
-    database: Database = app.state.database
+    database: Database = app.state.runtime.control.database
     async with database.session() as session:
         rows = await session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
         return [(row.type, row.data) for row in rows]

@@ -65,7 +65,7 @@ async def test_a_receiver_that_fails_twice_gets_the_webhook_on_the_third_attempt
             job_id = (await client.post("/v1/jobs", json=chat_job(webhook_url=receiver.url))).json()["id"]
             attempts = await wait_for_deliveries(receiver, 3)
             await asyncio.sleep(0.3)  # no fourth attempt follows a success
-            [row] = await _deliveries(app.state.database)
+            [row] = await _deliveries(app.state.runtime.control.database)
 
     assert len(receiver.deliveries) == 3
     assert len({attempt.headers["webhook-id"] for attempt in attempts}) == 1  # one message, three attempts
@@ -84,7 +84,7 @@ async def test_a_webhook_is_given_up_after_the_last_attempt() -> None:
             await client.post("/v1/jobs", json=chat_job(webhook_url=receiver.url))
             await wait_for_deliveries(receiver, 2)
             await asyncio.sleep(0.5)
-            [row] = await _deliveries(app.state.database)
+            [row] = await _deliveries(app.state.runtime.control.database)
 
     assert len(receiver.deliveries) == 2
     assert row.failed_at is not None and row.delivered_at is None
@@ -97,7 +97,7 @@ async def test_the_outbox_survives_a_restart_and_delivers_once() -> None:
         job_id = (await client.post("/v1/jobs", json=chat_job(webhook_url=receiver.url))).json()["id"]
         await wait_for_job(client, job_id)
         deadline = time.monotonic() + 10
-        while not (rows := await _deliveries(app.state.database)) or rows[0].attempts == 0:
+        while not (rows := await _deliveries(app.state.runtime.control.database)) or rows[0].attempts == 0:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
     assert rows[0].delivered_at is None and "Connect" in (rows[0].last_error or "")
@@ -106,7 +106,7 @@ async def test_the_outbox_survives_a_restart_and_delivers_once() -> None:
         async with asgi_client(job_settings()) as (client, app):
             [delivery] = await wait_for_deliveries(receiver, 1)
             await asyncio.sleep(0.5)  # and no second one
-            [row] = await _deliveries(app.state.database)
+            [row] = await _deliveries(app.state.runtime.control.database)
 
     assert len(receiver.deliveries) == 1
     assert delivery.payload["data"]["id"] == job_id

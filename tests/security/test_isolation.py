@@ -83,8 +83,8 @@ async def _owned_objects(
     client: httpx.AsyncClient, app: FastAPI, project: str, owner: dict[str, str]
 ) -> dict[str, str]:
     """One object of every kind, made by the owner."""
-    admin: AdminService = app.state.admin
-    organization = app.state.local_principal.organization_id
+    admin: AdminService = app.state.runtime.control.admin
+    organization = app.state.runtime.control.local_principal.organization_id
     stored = await client.post("/v1/chat/completions", json={**CHAT, "store": True}, headers=owner)
     conversation = await client.post("/v1/conversations", json={"model": ECHO_ALIAS}, headers=owner)
     uploaded = await upload(client, b'{"custom_id": "a"}\n', headers=owner)
@@ -109,8 +109,8 @@ async def _owned_objects(
 @pytest.fixture
 async def tenants() -> AsyncIterator[Tenants]:
     async with asgi_client(auth_settings()) as (client, app):
-        admin: AdminService = app.state.admin
-        organization = app.state.local_principal.organization_id
+        admin: AdminService = app.state.runtime.control.admin
+        organization = app.state.runtime.control.local_principal.organization_id
         owner_project = (await admin.create_project(organization, "owner")).id
         neighbour_project = (await admin.create_project(organization, "neighbour")).id
         theirs = await admin.create_organization("strangers")

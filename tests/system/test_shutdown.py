@@ -210,7 +210,7 @@ def test_sigterm_ends_streams_hands_the_job_back_and_exits(deployment: Deploymen
 async def test_readyz_answers_shutting_down_once_the_shutdown_began() -> None:
     async with asgi_client(echo_settings()) as (http, app):
         assert (await http.get("/readyz")).status_code == 200
-        app.state.shutting_down.set()
+        app.state.runtime.shutting_down.set()
         answer = await http.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["status"] == "shutting_down"
@@ -219,7 +219,7 @@ async def test_readyz_answers_shutting_down_once_the_shutdown_began() -> None:
 async def test_a_stream_opened_once_the_shutdown_began_ends_with_the_retry_event() -> None:
     body = {"model": ECHO_ALIAS, "messages": [{"role": "user", "content": "hello there"}], "stream": True}
     async with asgi_client(echo_settings()) as (http, app):
-        app.state.shutting_down.set()
+        app.state.runtime.shutting_down.set()
         await wait_until(lambda: app.state.open_streams.closing)
         response = await http.post("/v1/chat/completions", json=body)
     [payload] = sse_events(response.text)

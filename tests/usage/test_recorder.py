@@ -31,7 +31,7 @@ async def test_records_wait_in_memory_and_shutdown_writes_them_all() -> None:
         for _ in range(7):
             response = await client.post("/v1/completions", json={"model": ECHO_ALIAS, "prompt": "a b c"})
             assert response.status_code == 200
-        assert app.state.meter.recorder.pending == 7
+        assert app.state.runtime.control.meter.recorder.pending == 7
         assert await _count(settings.database) == 0  # nothing written on the request path
     assert await _count(settings.database) == 7
 
@@ -41,7 +41,7 @@ async def test_a_full_batch_is_written_without_waiting_for_the_interval() -> Non
     async with asgi_client(settings) as (client, app):
         for _ in range(5):
             await client.post("/v1/completions", json={"model": ECHO_ALIAS, "prompt": "a b c"})
-        recorder = app.state.meter.recorder
+        recorder = app.state.runtime.control.meter.recorder
         for _ in range(200):
             if recorder.pending == 0 and await _count(settings.database) == 5:
                 break

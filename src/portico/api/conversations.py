@@ -3,24 +3,21 @@ stream); read the history. Writes need conversations:write, reads conversations:
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from portico.api.chat import chat_chunks
 from portico.api.deps import ConversationsDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.responses import (
     GENERATION_ERRORS,
     STREAM_DOC,
     error_responses,
+    generation_stream,
     json_response,
-    list_cursors,
     metered_headers,
 )
-from portico.api.streaming import sse_response
 from portico.constants import Scope
 from portico.schemas.conversations import (
     ConversationCreateRequest,
@@ -80,8 +77,7 @@ async def list_conversations(
     order: SortOrder = "asc",
 ) -> Response:
     page = await conversations.list_conversations(principal, limit=limit, after=after, order=order)
-    data = [_conversation(row) for row in page.items]
-    return json_response(ConversationList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(ConversationList.of([_conversation(row) for row in page.items], has_more=page.has_more))
 
 
 @router.get("/{conversation_id}", response_model=ConversationObject, dependencies=READ)
@@ -109,8 +105,7 @@ async def list_messages(
 ) -> Response:
     """The whole history, oldest first, including messages no longer in the model's context (`in_context`)."""
     page = await conversations.list_messages(principal, conversation_id, limit=limit, after=after, order=order)
-    data = [message_view(row) for row in page.items]
-    return json_response(MessageList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(MessageList.of([message_view(row) for row in page.items], has_more=page.has_more))
 
 
 @router.post(
@@ -131,27 +126,10 @@ async def post_message(
     (id: the answer's message id), the last one with `usage`, the message ids and `context`, then `[DONE]`."""
     if not body.stream:
         turn = await cancel_on_disconnect(request, conversations.post(principal, conversation_id, body))
-        return json_response(_turn(turn), headers=metered_headers(turn.ticket))
+        return json_response(_turn(turn), headers=metered_headers(turn.charge))
     opened = await cancel_on_disconnect(request, conversations.open_turn(principal, conversation_id, body))
-    extras = {
-        "conversation_id": conversation_id,
-        "message_id": opened.assistant_id,
-        "user_message_id": opened.user.id,
-        "context": opened.context.model_dump(),
-    }
-    chunks = chat_chunks(
-        conversations.stream(opened),
-        opened.ticket,
-        opened.assistant_id,
-        int(time.time()),
-        opened.model,
-        1,
-        include_usage=True,
-        usage_extras=extras,
-    )
-    return sse_response(
-        chunks,
-        heartbeat_s=settings.heartbeat_interval_s,
-        headers=opened.ticket.headers(),
-        on_close=lambda: conversations.close_unstarted(opened),
+    assert opened.streamed is not None
+    chunks = conversations.chunks(opened)
+    return generation_stream(
+        opened.streamed, settings.heartbeat_interval_s, chunks, on_close=lambda: conversations.close_unstarted(opened)
     )

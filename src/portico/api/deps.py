@@ -1,4 +1,4 @@
-"""Named dependencies. The lifespan puts resources on ``app.state``; routes receive them through these."""
+"""Named dependencies. The lifespan holds the ``Runtime`` on ``app.state``; routes receive its parts through these."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ from portico.constants import HEADER_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
 from portico.errors import InsufficientScope, InvalidJSON, MissingApiKey, UnsupportedMediaType
 from portico.observability import tracing
+from portico.runtime import Runtime
 from portico.services.admin import AdminService
 from portico.services.batches import BatchService
 from portico.services.conversations import ConversationService
-from portico.services.embeddings import EmbeddingService
 from portico.services.files import FileService
-from portico.services.generation import GenerationService
-from portico.services.inference import InferenceService
+from portico.services.generation.pipeline import Pipeline
 from portico.services.jobs import JobService
-from portico.services.metering import Meter
 from portico.services.stored_completions import StoredCompletionService
 from portico.services.usage import UsageService
 from portico.services.webhooks import WebhookService
@@ -34,74 +32,57 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return _runtime(request)
+
+
 async def get_registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.app.state.registry
-    return registry
+    return _runtime(request).registry
 
 
-async def get_inference(request: Request) -> InferenceService:
-    service: InferenceService = request.app.state.inference
-    return service
-
-
-async def get_embeddings(request: Request) -> EmbeddingService:
-    service: EmbeddingService = request.app.state.embeddings
-    return service
-
-
-async def get_meter(request: Request) -> Meter:
-    meter: Meter = request.app.state.meter
-    return meter
-
-
-async def get_generation(request: Request) -> GenerationService:
-    service: GenerationService = request.app.state.generation
-    return service
+async def get_pipeline(request: Request) -> Pipeline:
+    return _runtime(request).pipeline
 
 
 async def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+    return _runtime(request).control.database
 
 
 async def get_admin(request: Request) -> AdminService:
-    service: AdminService = request.app.state.admin
-    return service
+    return _runtime(request).control.admin
 
 
 async def get_usage(request: Request) -> UsageService:
-    service: UsageService = request.app.state.usage
-    return service
+    return _runtime(request).control.usage
 
 
 async def get_files(request: Request) -> FileService:
-    service: FileService = request.app.state.files
-    return service
+    return _runtime(request).files
 
 
 async def get_batches(request: Request) -> BatchService:
-    service: BatchService = request.app.state.batches
-    return service
+    return _runtime(request).batches
 
 
 async def get_conversations(request: Request) -> ConversationService:
-    service: ConversationService = request.app.state.conversations
-    return service
+    return _runtime(request).conversations
 
 
 async def get_stored_completions(request: Request) -> StoredCompletionService:
-    service: StoredCompletionService = request.app.state.stored_completions
-    return service
+    return _runtime(request).stored_completions
 
 
 async def get_jobs(request: Request) -> JobService:
-    service: JobService = request.app.state.jobs
-    return service
+    return _runtime(request).jobs
 
 
 async def get_webhooks(request: Request) -> WebhookService:
-    service: WebhookService = request.app.state.webhooks
-    return service
+    return _runtime(request).webhooks
 
 
 def _presented_key(request: Request) -> str | None:
@@ -115,9 +96,10 @@ def _presented_key(request: Request) -> str | None:
 
 async def get_principal(request: Request) -> Principal:
     """The caller: from its API key, or the local principal while auth is off."""
-    authenticator: Authenticator | None = request.app.state.authenticator
+    control = _runtime(request).control
+    authenticator: Authenticator | None = control.authenticator
     if authenticator is None:
-        local: Principal = request.app.state.local_principal
+        local: Principal = control.local_principal
         return local
     token = _presented_key(request)
     if token is None:
@@ -197,10 +179,8 @@ def _holds_a_lone_surrogate(value: Any) -> bool:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-InferenceDep = Annotated[InferenceService, Depends(get_inference)]
-EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
-MeterDep = Annotated[Meter, Depends(get_meter)]
-GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AdminDep = Annotated[AdminService, Depends(get_admin)]
 UsageDep = Annotated[UsageService, Depends(get_usage)]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from portico.api.deps import DatabaseDep, MeterDep, RegistryDep, SettingsDep
+from portico.api.deps import RuntimeDep, SettingsDep
 from portico.api.responses import json_response
-from portico.engines.upstream import UpstreamEngine
 from portico.errors import PorticoError
 from portico.schemas.health import Health, Readiness
 
@@ -23,24 +22,19 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(
-    request: Request, registry: RegistryDep, database: DatabaseDep, meter: MeterDep, settings: SettingsDep
-) -> Response:
+async def readyz(runtime: RuntimeDep, settings: SettingsDep) -> Response:
     """Ready when every model is loaded and the database answers; a limits backend that is down makes the
     server unready only under the fail-closed policy (fail-open keeps serving without limits). Each upstream
     deployment's circuit state is shown (``closed``, ``open``, ``half_open``) but never makes the server
     unready: other deployments and fallbacks may still answer."""
-    checks = {f"model:{served.alias}": "ok" if served.ready else "loading" for served in registry}
-    checks["database"] = await _check(database.ping())
-    checks["limits"] = await _check(meter.limiter.ping())
+    checks = {f"model:{served.alias}": "ok" if served.ready else "loading" for served in runtime.registry}
+    checks["database"] = await _check(runtime.control.database.ping())
+    checks["limits"] = await _check(runtime.control.meter.limiter.ping())
     blocking = dict(checks)
     if settings.limits.on_redis_error == "open":
         del blocking["limits"]
-    for served in registry:
-        if isinstance(served.engine, UpstreamEngine):
-            for deployment in served.engine.deployments:
-                checks[f"upstream:{deployment.name}"] = deployment.breaker.state.value
-    if request.app.state.shutting_down.is_set():
+    checks.update({f"upstream:{name}": state for name, state in runtime.registry.circuits().items()})
+    if runtime.shutting_down.is_set():
         return json_response(Readiness(status="shutting_down", checks=checks), status_code=503)
     ready = all(value == "ok" for value in blocking.values())
     return json_response(

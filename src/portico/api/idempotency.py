@@ -81,7 +81,7 @@ class IdempotencyMiddleware:
         first = await receive()
         if first["type"] != "http.request":  # the client left before sending its body
             return
-        recording = _Recording(scope["app"].state.idempotency, principal.project_id, key, send)
+        recording = _Recording(scope["app"].state.runtime.idempotency, principal.project_id, key, send)
         if first.get("more_body", False):
             await recording.run(self.app, scope, recording.claiming_at_end(scope, first, receive))
             return

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from portico.api.deps import GenerationDep, PrincipalDep, RegistryDep, require_json, require_scope
+from portico.api.deps import PipelineDep, PrincipalDep, RegistryDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, error_responses, json_response, metered_headers
+from portico.api.responses import GENERATION_ERRORS, error_responses, generated_response, json_response
 from portico.api.versioning import unix_seconds
-from portico.constants import OWNED_BY, PREFIX_PREDICTION, Scope, new_id
+from portico.constants import OWNED_BY, Scope
 from portico.engines.registry import ServedModel
 from portico.engines.versions import ModelVersion
 from portico.schemas.models import Model, ModelList, ModelSnapshot, Prediction, PredictRequest
-from portico.services.generation import wire_usage
 
 router = APIRouter(tags=["models"])
 
@@ -64,21 +61,7 @@ async def get_model(model: str, registry: RegistryDep) -> Response:
     dependencies=[require_scope(Scope.INFERENCE), Depends(require_json)],
 )
 async def predict(
-    model: str, body: PredictRequest, request: Request, generation: GenerationDep, principal: PrincipalDep
+    model: str, body: PredictRequest, request: Request, pipeline: PipelineDep, principal: PrincipalDep
 ) -> Response:
     """One input string in, one output string out: for clients that do not speak chat."""
-    prepared = await generation.inference.prepare_predict(model, body)
-    ticket = await generation.admit(principal, prepared, "/v1/models/{model}/predict")
-    result = await cancel_on_disconnect(request, generation.inference.complete(prepared, ticket))
-    (choice,) = result.choices
-    return json_response(
-        Prediction(
-            id=new_id(PREFIX_PREDICTION),
-            created=int(time.time()),
-            model=prepared.served.snapshot,
-            output=choice.text,
-            finish_reason=choice.finish_reason.value,
-            usage=wire_usage(result.usage, ticket),
-        ),
-        headers=metered_headers(ticket),
-    )
+    return generated_response(await cancel_on_disconnect(request, pipeline.predict(model, body, principal)))

@@ -7,7 +7,7 @@ import dataclasses
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from portico.api.deps import AdminDep, DatabaseDep, GenerationDep, PrincipalDep, SettingsDep, require_scope
+from portico.api.deps import AdminDep, DatabaseDep, PipelineDep, PrincipalDep, SettingsDep, require_scope
 from portico.api.responses import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.admin import ErasedCounts, ProjectDataDeletion
@@ -25,17 +25,17 @@ async def erase_project(
     database: DatabaseDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    generation: GenerationDep,
+    pipeline: PipelineDep,
 ) -> Response:
     """Erases stored completions, conversations, jobs, batches, files, idempotency records and unsent webhooks
     of the project, and says how many of each, and drops its cached responses. Usage records (counts and costs,
     no content) are kept."""
     project = await admin.get_project(principal.organization_id, project_id)
     erased = await erase_project_data(database, settings.files_directory, project.id)
-    if generation.cache is not None:
-        await generation.cache.forget_project(project.id)
-    if generation.semantic_cache is not None:
-        await generation.semantic_cache.forget_project(project.id)
+    if pipeline.cache is not None:
+        await pipeline.cache.forget_project(project.id)
+    if pipeline.semantic_cache is not None:
+        await pipeline.semantic_cache.forget_project(project.id)
     return json_response(
         ProjectDataDeletion(
             project_id=project.id,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
@@ -17,44 +17,26 @@ from portico.constants import (
     CacheStatus,
 )
 from portico.schemas.errors import ErrorEnvelope
-from portico.services import inference
-from portico.services.generation import Generated, wire_usage
-from portico.services.metering import Ticket
+from portico.services.generation.pipeline import Generated, Streamed
+from portico.usage.meter import Charge
 
 
 def json_response(body: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(body.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
 
 
-def usage_chunk_extras(usage: inference.Usage, ticket: Ticket) -> dict[str, Any]:
-    """The final stream chunk's usage (with cost), and the quota warning if a quota passed 80%."""
-    extras: dict[str, Any] = {"usage": wire_usage(usage, ticket).model_dump()}
-    if (warning := ticket.quota_warning) is not None:
-        extras["quota_warning"] = warning
-    return extras
-
-
-class _Identified(Protocol):
-    id: str
-
-
-def list_cursors(data: Sequence[_Identified]) -> dict[str, str | None]:
-    """A list page's ``first_id`` and ``last_id`` (``after=last_id`` fetches the next page)."""
-    return {"first_id": data[0].id if data else None, "last_id": data[-1].id if data else None}
-
-
-def metered_headers(ticket: Ticket) -> dict[str, str]:
+def metered_headers(charge: Charge) -> dict[str, str]:
     """A finished request's headers: rate-limit state, quota warning and its cost in USD."""
-    headers = ticket.headers()
-    if ticket.settlement is not None:
-        headers[HEADER_REQUEST_COST] = f"{ticket.settlement.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
+    headers = charge.headers()
+    if (settlement := charge.settlement) is not None:
+        headers[HEADER_REQUEST_COST] = f"{settlement.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
     return headers
 
 
 def generated_headers(generated: Generated) -> dict[str, str]:
     """A generation's headers: metered ones, ``X-Cache-Status``, ``X-Served-By`` unless a cache answered, and a
     semantic hit's ``X-Cache-Similarity``."""
-    headers = {**metered_headers(generated.ticket), HEADER_CACHE_STATUS: generated.cache.value}
+    headers = {**metered_headers(generated.charge), HEADER_CACHE_STATUS: generated.cache.value}
     if generated.served_by is not None:
         headers[HEADER_SERVED_BY] = generated.served_by
     if generated.similarity is not None:
@@ -62,18 +44,27 @@ def generated_headers(generated: Generated) -> dict[str, str]:
     return headers
 
 
+def generated_response(generated: Generated) -> Response:
+    return json_response(generated.body, headers=generated_headers(generated))
+
+
 def generation_stream(
-    chunks: AsyncIterator[dict[str, Any]],
-    *,
-    ticket: Ticket,
-    served_by: str,
+    streamed: Streamed,
     heartbeat_s: float,
-    on_close: Callable[[], None],
+    chunks: AsyncIterator[dict[str, Any]] | None = None,
+    on_close: Callable[[], None] | None = None,
 ) -> StreamingResponse:
-    """A generation's SSE response. Its headers go out before it runs: rate-limit state and ``X-Served-By``;
-    streams are never cached. ``on_close`` settles the ticket if the body never ran."""
-    headers = {**ticket.headers(), HEADER_CACHE_STATUS: CacheStatus.BYPASS.value, HEADER_SERVED_BY: served_by}
-    return sse_response(chunks, heartbeat_s=heartbeat_s, headers=headers, on_close=on_close)
+    """A generation's SSE response (``chunks``, default: the stream's own). Its headers go out before it runs:
+    rate-limit state and ``X-Served-By``; streams are never cached. Its end runs ``on_close`` (default: the
+    stream's ``close``, which settles a stream whose body never ran)."""
+    headers = {
+        **streamed.charge.headers(),
+        HEADER_CACHE_STATUS: CacheStatus.BYPASS.value,
+        HEADER_SERVED_BY: streamed.served_by,
+    }
+    return sse_response(
+        chunks or streamed.chunks(), heartbeat_s=heartbeat_s, headers=headers, on_close=on_close or streamed.close
+    )
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from portico.api.deps import InferenceDep, require_json, require_scope
+from portico.api.deps import PipelineDep, require_json, require_scope
 from portico.api.responses import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.tokenize import TokenizeRequest, TokenizeResponse
@@ -15,8 +15,8 @@ router = APIRouter(tags=["tokenize"], dependencies=[require_scope(Scope.INFERENC
 
 
 @router.post("/v1/tokenize", response_model=TokenizeResponse, responses=error_responses(400, 401, 403, 404, 413, 415))
-async def tokenize(body: TokenizeRequest, service: InferenceDep) -> Response:
-    served, count = await service.count_tokens(body)
+async def tokenize(body: TokenizeRequest, pipeline: PipelineDep) -> Response:
+    served, count = await pipeline.count_tokens(body)
     return json_response(
         TokenizeResponse(model=served.snapshot, count=count, max_model_len=served.engine.context_window)
     )

@@ -129,6 +129,17 @@ class ModelRegistry:
         never answer: ``note_named`` it when it does). Settings validation guarantees the alias exists."""
         return self._by_name[alias][0]
 
+    def circuits(self) -> dict[str, str]:
+        """The circuit state (``closed``, ``open``, ``half_open``) of every upstream deployment, by its name."""
+        from portico.engines.upstream import UpstreamEngine
+
+        return {
+            deployment.name: deployment.breaker.state.value
+            for served in self._models
+            if isinstance(served.engine, UpstreamEngine)
+            for deployment in served.engine.deployments
+        }
+
     async def start(self) -> None:
         for model in self._models:
             await model.engine.start()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from portico.constants import new_id
 from portico.services.control_plane import ControlPlane
-from portico.services.generation import GenerationService
+from portico.services.generation.pipeline import Pipeline
 from portico.settings import Settings
 from portico.storage.database import Database
 
@@ -23,5 +23,5 @@ class WorkerContext:
     settings: Settings
     database: Database
     control: ControlPlane  # principal_for(key_id), the meter (limits, usage)
-    generation: GenerationService  # request body in, the sync endpoint's response body out
+    generation: Pipeline  # request body in, the sync endpoint's response body out
     owner: str = field(default_factory=worker_identity)

@@ -1,4 +1,4 @@
-"""The job runner: claims jobs under a lease, runs each through the GenerationService, writes its progress as
+"""The job runner: claims jobs under a lease, runs each through the generation pipeline, writes its progress as
 batched delta events, and finishes it, every write conditional on still holding the lease.
 
 A worker that dies stops renewing its leases; once one lapses another worker claims the job and runs it from
@@ -26,7 +26,7 @@ from portico.constants import JobEventType, JobStatus, Priority
 from portico.errors import EngineOverloaded, PorticoError, RateLimited, StorageUnavailable, WorkerLost
 from portico.jobs.context import WorkerContext
 from portico.observability.logging import request_id_var
-from portico.services.generation import Generated
+from portico.services.generation.pipeline import Generated
 from portico.services.jobs import (
     ENDPOINTS,
     announce,
@@ -34,10 +34,10 @@ from portico.services.jobs import (
     finished_values,
     settled_usage,
 )
-from portico.services.metering import Ticket
 from portico.storage import jobs as store
 from portico.storage.resources import Job
 from portico.storage.usage import insert_usage
+from portico.usage.meter import Ticket
 from portico.usage.recorder import usage_values
 
 logger = logging.getLogger("portico.jobs")

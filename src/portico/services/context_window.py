@@ -14,18 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from portico.auth.principal import Principal
-from portico.constants import PREFIX_MESSAGE, FinishReason, new_id
+from portico.constants import PREFIX_MESSAGE, CacheMode, FinishReason, new_id
 from portico.engines.registry import ModelRegistry
 from portico.errors import ContextLengthExceeded
-from portico.schemas.chat import ChatCompletionRequest, ChatMessage
+from portico.schemas.chat import ChatCompletion, ChatCompletionRequest, ChatMessage
 from portico.schemas.common import Usage
 from portico.schemas.conversations import ContextReport
 from portico.schemas.tokenize import TokenizeRequest
-from portico.services.generation import GenerationService, wire_usage
+from portico.services.generation.pipeline import Pipeline
+from portico.services.generation.types import ENDPOINT_CONVERSATION_MESSAGES, Call
 from portico.storage.resources import Conversation, ConversationMessage
-
-# Every generation of a conversation (answers and summaries) is metered under this endpoint.
-ENDPOINT_CONVERSATION_MESSAGES = "/v1/conversations/{id}/messages"
 
 SUMMARY_HEADING = "Summary of the earlier conversation:"
 SUMMARY_INSTRUCTION = (
@@ -135,9 +133,8 @@ class Fitting:
 class ContextFitter:
     """Applies a conversation's context strategy before a turn; counts with the model's own tokenizer."""
 
-    def __init__(self, generation: GenerationService, registry: ModelRegistry) -> None:
-        self._generation = generation
-        self._inference = generation.inference
+    def __init__(self, pipeline: Pipeline, registry: ModelRegistry) -> None:
+        self._pipeline = pipeline
         self._registry = registry
 
     async def fit(
@@ -207,12 +204,12 @@ class ContextFitter:
             max_tokens=room,
             temperature=0.0,
         )
-        prepared = await self._inference.prepare_chat(request)
-        ticket = await self._generation.admit(principal, prepared, ENDPOINT_CONVERSATION_MESSAGES)
-        result = await self._inference.complete(prepared, ticket)
-        choice = result.choices[0]
-        content = choice.text.strip()
-        usage = wire_usage(result.usage, ticket)
+        call = Call(request, ENDPOINT_CONVERSATION_MESSAGES)
+        generated = await self._pipeline.complete(call, principal, cache=CacheMode.SKIP, semantic=False)
+        answer = generated.body
+        assert isinstance(answer, ChatCompletion)
+        (choice,) = answer.choices
+        content = choice.message.content.strip()
         return ConversationMessage(
             id=new_id(PREFIX_MESSAGE),
             conversation_id=conversation.id,
@@ -221,16 +218,16 @@ class ContextFitter:
             content=content,
             tokens=await self.count_text(conversation.model, content),
             in_context=True,
-            usage=usage_record(usage, prepared.served.snapshot, choice.finish_reason, "completed"),
+            usage=usage_record(answer.usage, answer.model, FinishReason(choice.finish_reason), "completed"),
             created_at=int(time.time()),
         )
 
     async def count_chat(self, model: str, messages: list[ChatMessage]) -> int:
-        _, count = await self._inference.count_tokens(TokenizeRequest(model=model, messages=messages))
+        _, count = await self._pipeline.count_tokens(TokenizeRequest(model=model, messages=messages))
         return count
 
     async def count_text(self, model: str, text: str) -> int:
         if not text:
             return 0
-        _, count = await self._inference.count_tokens(TokenizeRequest(model=model, prompt=text))
+        _, count = await self._pipeline.count_tokens(TokenizeRequest(model=model, prompt=text))
         return count

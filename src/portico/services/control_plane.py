@@ -16,10 +16,10 @@ from portico.limits.base import FailurePolicy, Limiter
 from portico.limits.memory import MemoryLimiter
 from portico.limits.redis import RedisLimiter
 from portico.services.admin import AdminService
-from portico.services.metering import Meter
 from portico.services.usage import UsageService
 from portico.settings import Settings, TierSettings
 from portico.storage.database import Database
+from portico.usage.meter import Meter
 from portico.usage.recorder import UsageRecorder
 
 logger = logging.getLogger("portico")

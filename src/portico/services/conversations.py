@@ -27,89 +27,67 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
 
 from portico.auth.principal import Principal
-from portico.constants import PREFIX_CONVERSATION, PREFIX_MESSAGE, Capability, FinishReason, new_id
+from portico.constants import PREFIX_CONVERSATION, PREFIX_MESSAGE, CacheMode, Capability, FinishReason, new_id
 from portico.engines.registry import ModelRegistry
 from portico.errors import ContextLengthExceeded, ConversationBusy, NotFound
-from portico.schemas.chat import ChatCompletionRequest
-from portico.schemas.common import PromptTokensDetails, SamplingFields, Usage
+from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
+from portico.schemas.common import SamplingFields, Usage
 from portico.schemas.conversations import ContextReport, ConversationCreateRequest, MessageCreateRequest, MessageObject
 from portico.services import context_window as window_rules
-from portico.services.admin import Page
-from portico.services.context_window import ENDPOINT_CONVERSATION_MESSAGES, ContextFitter, Fitting, usage_record
-from portico.services.generation import GenerationService, wire_usage
-from portico.services.inference import ChoiceDelta, PreparedGeneration, StreamEvent, UsageReport
-from portico.services.metering import Ticket
+from portico.services.context_window import ContextFitter, Fitting, usage_record
+from portico.services.generation.chunks import charged_usage, wire_usage
+from portico.services.generation.pipeline import Pipeline, Streamed
+from portico.services.generation.types import ENDPOINT_CONVERSATION_MESSAGES, Call, Event, TextDelta, UsageReport
+from portico.services.locks import KeyedLocks
 from portico.settings import Settings
 from portico.storage import conversations as queries
-from portico.storage.conversations import Order
 from portico.storage.database import Database
+from portico.storage.paging import Order, Page
 from portico.storage.resources import Conversation, ConversationMessage
+from portico.usage.meter import Charge, Settlement, Ticket
 
 logger = logging.getLogger("portico.conversations")
 
 _SAMPLING_FIELDS = set(SamplingFields.model_fields)
 
 
-class _KeyedLocks:
-    """One asyncio lock per conversation, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-
-    async def acquire(self, key: str, timeout_s: float) -> Callable[[], None]:
-        """Wait for the lock; returns its release (idempotent). ConversationBusy after ``timeout_s``."""
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with asyncio.timeout(timeout_s):
-                await lock.acquire()
-        except TimeoutError:
-            self._forget(key, users)
-            raise ConversationBusy(
-                "Another message of this conversation is still being answered. Retry when it has finished.",
-                retry_after=1,
-            ) from None
-        except BaseException:
-            self._forget(key, users)
-            raise
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                lock.release()
-                self._forget(key, users)
-
-        return release
-
-    def _forget(self, key: str, users: list[int]) -> None:
-        users[0] -= 1
-        if users[0] == 0:
-            self._locks.pop(key, None)
-
-
 @dataclass(slots=True)
 class OpenTurn:
-    """A turn admitted and ready to generate; it holds the conversation's lock until it is stored or given up."""
+    """A turn ready to generate; it holds the conversation's lock until it is stored or given up. A streamed
+    turn is admitted and its stream opened (``streamed``); a whole one is admitted when it runs."""
 
     conversation: Conversation
     principal: Principal
-    prepared: PreparedGeneration
-    ticket: Ticket
+    call: Call
     user: ConversationMessage  # stored with the answer
     assistant_id: str
     last_seq: int
     context: ContextReport
     release: Callable[[], None]
+    streamed: Streamed | None = None
+    ticket: Ticket | None = None  # a whole turn's, once admitted
     started: bool = False
+
+    def admitted(self, ticket: Ticket) -> None:
+        self.ticket = ticket
 
     @property
     def model(self) -> str:
-        return self.prepared.served.snapshot
+        """The snapshot answering (a fallback's, if one took over)."""
+        if self.streamed is not None:
+            return self.streamed.model
+        return self.conversation.model if self.ticket is None else self.ticket.model
+
+    @property
+    def settlement(self) -> Settlement | None:
+        if self.streamed is not None:
+            return self.streamed.charge.settlement
+        return None if self.ticket is None else self.ticket.settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +95,7 @@ class Turn:
     user: ConversationMessage
     assistant: ConversationMessage
     context: ContextReport
-    ticket: Ticket
+    charge: Charge
 
 
 def message_view(row: ConversationMessage) -> MessageObject:
@@ -153,16 +131,13 @@ def _busy() -> ConversationBusy:
 
 
 class ConversationService:
-    def __init__(
-        self, database: Database, generation: GenerationService, registry: ModelRegistry, settings: Settings
-    ) -> None:
+    def __init__(self, database: Database, pipeline: Pipeline, registry: ModelRegistry, settings: Settings) -> None:
         self._database = database
-        self._generation = generation
-        self._inference = generation.inference
+        self._pipeline = pipeline
         self._registry = registry
         self._lock_timeout_s = settings.request_timeout_s
-        self._locks = _KeyedLocks()
-        self._fitter = ContextFitter(generation, registry)
+        self._locks = KeyedLocks()
+        self._fitter = ContextFitter(pipeline, registry)
         self._background: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -207,10 +182,9 @@ class ConversationService:
         self, principal: Principal, *, limit: int, after: str | None, order: Order
     ) -> Page[Conversation]:
         async with self._database.session() as session:
-            rows = await queries.list_conversations(
+            return await queries.list_conversations(
                 session, principal.project_id, limit=limit, after=after, order=order
             )
-        return Page(rows[:limit], len(rows) > limit)
 
     async def delete(self, principal: Principal, conversation_id: str) -> None:
         async with self._database.session() as session:
@@ -225,22 +199,25 @@ class ConversationService:
         async with self._database.session() as session:
             if await queries.get_conversation(session, principal.project_id, conversation_id) is None:
                 raise _not_found(conversation_id)
-            rows = await queries.list_messages(session, conversation_id, limit=limit, after=after, order=order)
-        return Page(rows[:limit], len(rows) > limit)
+            return await queries.list_messages(session, conversation_id, limit=limit, after=after, order=order)
 
     # -- turns --------------------------------------------------------------------------------------------
     async def post(self, principal: Principal, conversation_id: str, body: MessageCreateRequest) -> Turn:
         """A turn answered whole."""
         turn = await self.open_turn(principal, conversation_id, body)
         parts: list[str] = []
+        call = replace(turn.call, on_delta=lambda _index, text: parts.append(text))
         handed_off = False
         try:
-            result = await self._inference.complete(
-                turn.prepared, turn.ticket, on_delta=lambda _index, text: parts.append(text)
+            generated = await self._pipeline.complete(
+                call, principal, cache=CacheMode.SKIP, semantic=False, on_admit=turn.admitted
             )
-            choice = result.choices[0]
-            usage = wire_usage(result.usage, turn.ticket)
-            return await self._store(turn, choice.text, choice.finish_reason, usage, "completed")
+            answer = generated.body
+            assert isinstance(answer, ChatCompletion)
+            (choice,) = answer.choices
+            finish = FinishReason(choice.finish_reason)
+            assistant = await self._store(turn, answer.model, choice.message.content, finish, answer.usage, "completed")
+            return Turn(turn.user, assistant, turn.context, generated.charge)
         except asyncio.CancelledError:
             handed_off = self._store_later(turn, "".join(parts))
             raise
@@ -248,32 +225,43 @@ class ConversationService:
             if not handed_off:
                 turn.release()
 
-    async def stream(self, turn: OpenTurn) -> AsyncIterator[StreamEvent]:
+    def chunks(self, turn: OpenTurn) -> AsyncIterator[dict[str, Any]]:
+        """A streamed turn's chunks (id: the answer's message id), the last with usage, the message ids and the
+        context report."""
+        assert turn.streamed is not None
+        extras = {
+            "conversation_id": turn.conversation.id,
+            "message_id": turn.assistant_id,
+            "user_message_id": turn.user.id,
+            "context": turn.context.model_dump(),
+        }
+        events = self._events(turn, turn.streamed)
+        return turn.streamed.chunks(events, include_usage=True, usage_extras=extras, completion_id=turn.assistant_id)
+
+    async def _events(self, turn: OpenTurn, streamed: Streamed) -> AsyncGenerator[Event, None]:
         """A turn's events. The usage report is held back until the generation has ended (and settled) and the
         turn is stored, so a client that sees the report (and ``[DONE]``) finds the turn in the history."""
         turn.started = True
-        events = self._inference.stream(turn.prepared, turn.ticket)
         parts: list[str] = []
         finish: FinishReason | None = None
         report: UsageReport | None = None
         handed_off = False
         try:
-            async for event in events:
-                if isinstance(event, UsageReport):
-                    report = event
-                    continue
-                if isinstance(event, ChoiceDelta):
-                    parts.append(event.text)
-                else:
-                    finish = event.finish_reason
-                yield event
+            async with aclosing(streamed.events) as events:
+                async for event in events:
+                    if isinstance(event, UsageReport):
+                        report = event
+                        continue
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                    else:
+                        finish = event.finish_reason
+                    yield event
             if report is not None:
-                usage = wire_usage(report.usage, turn.ticket)
-                await self._store(turn, "".join(parts), finish, usage, "completed")
+                usage = charged_usage(report.usage, streamed.charge)
+                await self._store(turn, streamed.model, "".join(parts), finish, usage, "completed")
                 yield report
         except (asyncio.CancelledError, GeneratorExit):
-            if isinstance(events, AsyncGenerator):  # settles the ticket now, if it is not yet: what was made
-                await events.aclose()
             handed_off = self._store_later(turn, "".join(parts), finish if report is not None else None)
             raise
         finally:
@@ -282,7 +270,8 @@ class ConversationService:
 
     def close_unstarted(self, turn: OpenTurn) -> None:
         """For a stream whose body never ran (the client left at once): nothing generated, nothing stored."""
-        turn.ticket.settle_unstarted()  # a no-op once the generation started: its own ending settles it
+        if turn.streamed is not None:
+            turn.streamed.close()  # a no-op once the generation started: its own ending settles it
         if not turn.started:
             turn.release()
 
@@ -304,9 +293,6 @@ class ConversationService:
             sampling = body.model_dump(include=_SAMPLING_FIELDS, exclude_unset=True)
             messages = window_rules.chat_messages(conversation.system, fitting.context, text)
             request = ChatCompletionRequest(model=conversation.model, messages=messages, **sampling)
-            prepared = await self._inference.prepare_chat(request)
-            if body.stream:
-                self._inference.ensure_room(prepared)
             user = ConversationMessage(
                 id=new_id(PREFIX_MESSAGE),
                 conversation_id=conversation_id,
@@ -318,19 +304,19 @@ class ConversationService:
                 usage=None,
                 created_at=int(time.time()),
             )
-            # Admitted last: nothing may interrupt between the reservation and the turn that settles it.
-            ticket = await self._generation.admit(principal, prepared, ENDPOINT_CONVERSATION_MESSAGES)
-            return OpenTurn(
+            turn = OpenTurn(
                 conversation,
                 principal,
-                prepared,
-                ticket,
+                Call(request, ENDPOINT_CONVERSATION_MESSAGES),
                 user,
                 new_id(PREFIX_MESSAGE),
                 last_seq,
                 fitting.report(),
                 release,
             )
+            if body.stream:  # opened last: nothing may interrupt between its admission and the turn that settles it
+                turn.streamed = await self._pipeline.stream(turn.call, principal)
+            return turn
         except BaseException:
             release()
             raise
@@ -361,7 +347,9 @@ class ConversationService:
         return last_seq
 
     # -- storing a turn -------------------------------------------------------------------------------------
-    async def _store(self, turn: OpenTurn, text: str, finish: FinishReason | None, usage: Usage, status: str) -> Turn:
+    async def _store(
+        self, turn: OpenTurn, model: str, text: str, finish: FinishReason | None, usage: Usage, status: str
+    ) -> ConversationMessage:
         conversation = turn.conversation
         assistant = ConversationMessage(
             id=turn.assistant_id,
@@ -371,7 +359,7 @@ class ConversationService:
             content=text,
             tokens=await self._fitter.count_text(conversation.model, text),
             in_context=True,
-            usage=usage_record(usage, turn.model, finish, status),
+            usage=usage_record(usage, model, finish, status),
             created_at=int(time.time()),
         )
         async with self._database.session() as session:
@@ -387,26 +375,21 @@ class ConversationService:
             turn.user.seq, assistant.seq = turn.last_seq + 1, turn.last_seq + 2
             session.add_all([turn.user, assistant])
             await session.commit()
-        return Turn(turn.user, assistant, turn.context, turn.ticket)
+        return assistant
 
     def _store_later(self, turn: OpenTurn, text: str, finish: FinishReason | None = None) -> bool:
         """Store what was made before the client left (``incomplete`` unless it had ``finish``ed), in a task of
         its own (the caller is being cancelled), which releases the turn's lock. False when nothing was
         generated: nothing to store, nothing billed."""
-        settlement = turn.ticket.settlement
-        if settlement is None or settlement.prompt_tokens == 0:
+        settlement = turn.settlement
+        if settlement is None or settlement.usage.prompt_tokens == 0:
             return False
-        usage = Usage(
-            prompt_tokens=settlement.prompt_tokens,
-            completion_tokens=settlement.completion_tokens,
-            total_tokens=settlement.prompt_tokens + settlement.completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=settlement.cached_tokens),
-            cost=settlement.cost_usd,
-        )
+        usage = wire_usage(settlement.usage, settlement.cost_usd)
+        status = "incomplete" if finish is None else "completed"
 
         async def store() -> None:
             try:
-                await self._store(turn, text, finish, usage, "incomplete" if finish is None else "completed")
+                await self._store(turn, turn.model, text, finish, usage, status)
             except Exception:
                 logger.exception("could not store the partial answer of conversation %s", turn.conversation.id)
             finally:

@@ -1,4 +1,4 @@
-"""Embeddings: input checks against the model (vocabulary, window, dimensions), admission and usage.
+"""Embeddings: input checks against the model (vocabulary, window, dimensions) before admission.
 
 Every input becomes token ids of the model's own tokenizer before any work starts, so an input that the
 model would have to truncate is rejected instead; nothing is silently cut.
@@ -7,17 +7,14 @@ model would have to truncate is rejected instead; nothing is silently cut.
 from __future__ import annotations
 
 import asyncio
-import base64
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portico.constants import INLINE_TOKENIZE_CHARS, Priority
+from portico.constants import INLINE_TOKENIZE_CHARS
 from portico.engines.base import Embedder
-from portico.engines.registry import ModelRegistry, ServedModel
+from portico.engines.registry import ServedModel
 from portico.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
-from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
-from portico.services.metering import Ticket, UsageCounts, settled_on_exit
+from portico.schemas.embeddings import EmbeddingRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,44 +29,27 @@ class PreparedEmbedding:
         return sum(len(tokens) + self.embedder.special_tokens for tokens in self.inputs)
 
 
-class EmbeddingService:
-    def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-
-    async def prepare(self, body: EmbeddingRequest, served: ServedModel | None = None) -> PreparedEmbedding:
-        """``body`` for ``served`` (default: the model it names), every input checked against the model."""
-        served = served or self._registry.resolve(body.model)
-        embedder = served.embedder()
-        if body.dimensions is not None and body.dimensions != embedder.dimensions:
-            raise UnsupportedParameter(
-                f"The model '{served.alias}' makes {embedder.dimensions}-dimensional embeddings and cannot make "
-                f"{body.dimensions}-dimensional ones. Omit dimensions, or send {embedder.dimensions}.",
-                param="dimensions",
+async def prepare_embedding(served: ServedModel, body: EmbeddingRequest) -> PreparedEmbedding:
+    """``body`` for ``served``, every input checked against the model."""
+    embedder = served.embedder()
+    if body.dimensions is not None and body.dimensions != embedder.dimensions:
+        raise UnsupportedParameter(
+            f"The model '{served.alias}' makes {embedder.dimensions}-dimensional embeddings and cannot make "
+            f"{body.dimensions}-dimensional ones. Omit dimensions, or send {embedder.dimensions}.",
+            param="dimensions",
+        )
+    sent = body.inputs()
+    for number, item in enumerate(sent):
+        if not isinstance(item, str):
+            _check_vocabulary(embedder, item, _param(number, len(sent)))
+    inputs = await _token_ids(embedder, sent)
+    for number, tokens in enumerate(inputs):
+        length = len(tokens) + embedder.special_tokens
+        if length > embedder.context_window:
+            raise ContextLengthExceeded(
+                limit=embedder.context_window, prompt_tokens=length, param=_param(number, len(inputs))
             )
-        sent = body.inputs()
-        for number, item in enumerate(sent):
-            if not isinstance(item, str):
-                _check_vocabulary(embedder, item, _param(number, len(sent)))
-        inputs = await _token_ids(embedder, sent)
-        for number, tokens in enumerate(inputs):
-            length = len(tokens) + embedder.special_tokens
-            if length > embedder.context_window:
-                raise ContextLengthExceeded(
-                    limit=embedder.context_window, prompt_tokens=length, param=_param(number, len(inputs))
-                )
-        return PreparedEmbedding(served, embedder, inputs)
-
-    async def embed(
-        self, prepared: PreparedEmbedding, ticket: Ticket, *, priority: Priority = Priority.INTERACTIVE
-    ) -> list[list[float]]:
-        """One vector per input, in order; waits for an admission slot first like any other request.
-        The input tokens are billed once the vectors are made (an embedding has no partial result)."""
-        used = UsageCounts(0)
-        with settled_on_exit(ticket, lambda: used):
-            async with prepared.served.queue.slot(priority):
-                vectors = await prepared.embedder.embed(prepared.inputs)
-            used = UsageCounts(prepared.prompt_tokens)
-        return vectors
+    return PreparedEmbedding(served, embedder, inputs)
 
 
 async def _token_ids(embedder: Embedder, inputs: Sequence[str | list[int]]) -> list[list[int]]:
@@ -95,23 +75,3 @@ def _check_vocabulary(embedder: Embedder, tokens: Sequence[int], param: str) -> 
                 f"{embedder.vocabulary_size - 1}). Token ids must come from the model's own tokenizer.",
                 param=param,
             )
-
-
-def _base64(vector: list[float]) -> str:
-    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-def embedding_list(
-    prepared: PreparedEmbedding, vectors: list[list[float]], encoding_format: str, ticket: Ticket
-) -> EmbeddingList:
-    """The endpoint's response body: vectors in order (as floats or base64), the model snapshot, usage and cost."""
-    as_base64 = encoding_format == "base64"
-    cost = ticket.settlement.cost_usd if ticket.settlement is not None else 0.0
-    return EmbeddingList(
-        data=[
-            Embedding(index=i, embedding=_base64(vector) if as_base64 else vector) for i, vector in enumerate(vectors)
-        ],
-        model=prepared.served.snapshot,
-        usage=EmbeddingUsage(prompt_tokens=prepared.prompt_tokens, total_tokens=prepared.prompt_tokens, cost=cost),
-    )

@@ -21,7 +21,6 @@ from portico.auth.principal import Principal
 from portico.constants import PREFIX_JOB, JobEventType, JobStatus, JobType, Priority, new_id
 from portico.errors import Conflict, NotFound, PorticoError
 from portico.schemas.chat import ChatCompletionRequest
-from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.completions import CompletionRequest
 from portico.schemas.embeddings import EmbeddingRequest
 from portico.schemas.jobs import (
@@ -34,12 +33,14 @@ from portico.schemas.jobs import (
     JobTypeName,
 )
 from portico.services import webhooks
-from portico.services.generation import ENDPOINT_CHAT, ENDPOINT_COMPLETIONS, ENDPOINT_EMBEDDINGS, GenerationService
-from portico.services.metering import Ticket
+from portico.services.generation.chunks import wire_usage
+from portico.services.generation.pipeline import Pipeline
+from portico.services.generation.types import ENDPOINT_CHAT, ENDPOINT_COMPLETIONS, ENDPOINT_EMBEDDINGS
 from portico.settings import JobsSettings
 from portico.storage import jobs as store
 from portico.storage.database import Database
 from portico.storage.resources import Job
+from portico.usage.meter import Ticket
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     JobType.CHAT_COMPLETION: ChatCompletionRequest,
@@ -80,13 +81,7 @@ def settled_usage(ticket: Ticket | None) -> dict[str, Any] | None:
     if ticket is None or ticket.settlement is None:
         return None
     settled = ticket.settlement
-    return Usage(
-        prompt_tokens=settled.prompt_tokens,
-        completion_tokens=settled.completion_tokens,
-        total_tokens=settled.prompt_tokens + settled.completion_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=settled.cached_tokens),
-        cost=settled.cost_usd,
-    ).model_dump()
+    return wire_usage(settled.usage, settled.cost_usd).model_dump()
 
 
 def encode_partial(parts: list[str]) -> str:
@@ -178,21 +173,17 @@ def _not_found(job_id: str) -> NotFound:
 
 
 class JobService:
-    def __init__(self, database: Database, generation: GenerationService, settings: JobsSettings) -> None:
+    def __init__(self, database: Database, pipeline: Pipeline, settings: JobsSettings) -> None:
         self._database = database
-        self._generation = generation
+        self._pipeline = pipeline
         self._settings = settings
 
     async def validate(self, job_type: str, request: BaseModel) -> None:
         """What the sync endpoint checks before it runs (the model exists, the prompt fits, ...), so a bad job
         fails now rather than in a worker. Errors name their parameter under ``request.``."""
         try:
-            if isinstance(request, ChatCompletionRequest):
-                await self._generation.inference.prepare_chat(request)
-            elif isinstance(request, CompletionRequest):
-                await self._generation.inference.prepare_completion(request)
-            elif isinstance(request, EmbeddingRequest):
-                await self._generation.embeddings.prepare(request)
+            if isinstance(request, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
+                await self._pipeline.check(request)
         except PorticoError as exc:
             exc.param = f"request.{exc.param}" if exc.param else "request"
             raise
@@ -237,16 +228,10 @@ class JobService:
     ) -> JobList:
         now = time.time()
         async with self._database.session() as session:
-            rows = await store.list_jobs(
+            page = await store.list_jobs(
                 session, principal.project_id, status=status, now=now, limit=limit, after=after
             )
-        data = [job_object(job, now) for job in rows[:limit]]
-        return JobList(
-            data=data,
-            first_id=data[0].id if data else None,
-            last_id=data[-1].id if data else None,
-            has_more=len(rows) > limit,
-        )
+        return JobList.of([job_object(job, now) for job in page.items], has_more=page.has_more)
 
     async def cancel(self, principal: Principal, job_id: str) -> JobObject:
         """A queued job ends at once and never starts; a running one is flagged, and its worker stops it within

@@ -8,7 +8,8 @@ finishes, before its ``[DONE]``; a stream the client left half-way is not stored
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncGenerator, Mapping
 
 from portico.auth.principal import Principal
 from portico.constants import FinishReason
@@ -16,14 +17,13 @@ from portico.engines.registry import ModelRegistry
 from portico.errors import InvalidRequest, ModelNotFound, ModelRetired, NotFound
 from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
 from portico.schemas.stored_completions import StoredChatCompletion, StoredMessage
-from portico.services.admin import Page
-from portico.services.generation import wire_usage
-from portico.services.inference import ChoiceDelta, StreamEvent, UsageReport
-from portico.services.metering import Ticket
+from portico.services.generation.chunks import charged_usage
+from portico.services.generation.types import Event, TextDelta, UsageReport
 from portico.storage import stored_completions as queries
-from portico.storage.conversations import Order
 from portico.storage.database import Database
+from portico.storage.paging import Order, Page, page_in_memory
 from portico.storage.resources import StoredCompletion
+from portico.usage.meter import Charge
 
 logger = logging.getLogger("portico.stored_completions")
 
@@ -76,17 +76,17 @@ class StoredCompletionService:
 
     async def recorded(
         self,
-        events: AsyncIterator[StreamEvent],
+        events: AsyncGenerator[Event, None],
         principal: Principal,
         request: ChatCompletionRequest,
-        ticket: Ticket,
+        charge: Charge,
         *,
         completion_id: str,
-        created: int,
         model: str,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[Event, None]:
         """``events`` passed through. The usage report is held back until the generation has ended and the
         assembled completion is stored, so a client that saw ``[DONE]`` finds it stored."""
+        created = int(time.time())
         texts: dict[int, list[str]] = {}
         ends: dict[int, FinishReason] = {}
         report: UsageReport | None = None
@@ -94,7 +94,7 @@ class StoredCompletionService:
             if isinstance(event, UsageReport):
                 report = event
                 continue
-            if isinstance(event, ChoiceDelta):
+            if isinstance(event, TextDelta):
                 texts.setdefault(event.index, []).append(event.text)
             else:
                 ends[event.index] = event.finish_reason
@@ -109,7 +109,7 @@ class StoredCompletionService:
             )
             for index in sorted(ends)
         ]
-        usage = wire_usage(report.usage, ticket)
+        usage = charged_usage(report.usage, charge)
         await self.save(
             principal,
             request,
@@ -138,7 +138,7 @@ class StoredCompletionService:
             if _UNFILTERABLE_KEY_CHARS & set(key):
                 raise InvalidRequest("A metadata filter key may not contain '\"' or '\\'.", param=f"metadata[{key}]")
         async with self._database.session() as session:
-            rows = await queries.list_completions(
+            return await queries.list_completions(
                 session,
                 principal.project_id,
                 models=self._model_names(model),
@@ -147,7 +147,6 @@ class StoredCompletionService:
                 after=after,
                 order=order,
             )
-        return Page(rows[:limit], len(rows) > limit)
 
     def _model_names(self, model: str | None) -> list[str]:
         """Completions keep the snapshot that answered; a served alias also finds its current snapshot's."""
@@ -163,11 +162,7 @@ class StoredCompletionService:
     ) -> Page[StoredMessage]:
         row = await self.get(principal, completion_id)
         messages = [_message(completion_id, index, raw) for index, raw in enumerate(row.request.get("messages", []))]
-        if order == "desc":
-            messages.reverse()
-        ids = [message.id for message in messages]
-        start = ids.index(after) + 1 if after in ids else 0
-        return Page(messages[start : start + limit], start + limit < len(messages))
+        return page_in_memory(messages, limit=limit, after=after, order=order)
 
     async def update(
         self, principal: Principal, completion_id: str, metadata: dict[str, str] | None

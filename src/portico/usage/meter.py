@@ -1,8 +1,10 @@
 """Admission against a key's limits before work starts, and settlement of what the work really used.
 
 ``Meter.admit`` reserves the most a request may use (prompt + max tokens, the most it may cost) in one atomic
-limiter call and returns a ``Ticket``. Whatever way the request ends (done, failed, timed out, cancelled, client
-gone) its ``settle`` replaces the reservation by the actual usage and records it, exactly once.
+limiter call and returns a ``Ticket``; ``Ticket.settle`` replaces the reservation by the actual usage and
+records it, exactly once. A request's ``Charge`` is what the generation path holds: it admits on the first
+attempt (a fallback's attempt re-targets the same ticket), counts usage as the work makes it, and settles once
+however the request ends: done, failed, timed out, cancelled, client gone, or a stream that never started.
 """
 
 from __future__ import annotations
@@ -26,22 +28,14 @@ from portico.observability.logging import request_id_var
 from portico.settings import PricingSettings
 from portico.usage.pricing import cost_usd, most_cost, to_micros
 from portico.usage.recorder import UsageRecorder, UsageRow
+from portico.usage.tokens import NO_USAGE, TokenUsage
 
 logger = logging.getLogger("portico.metering")
 
 
 @dataclass(frozen=True, slots=True)
-class UsageCounts:
-    prompt_tokens: int
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class Settlement:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
+    usage: TokenUsage
     cost_usd: float
 
 
@@ -56,6 +50,8 @@ def _duration(seconds: float) -> str:
 
 @dataclass(slots=True)
 class Ticket:
+    """One admitted request's reservation, and its settlement once it has ended."""
+
     meter: Meter
     principal: Principal
     endpoint: str
@@ -63,13 +59,10 @@ class Ticket:
     pricing: PricingSettings
     reservation: Reservation | None
     request_id: str
+    free: bool = False  # a cache hit: recorded with its tokens, charged no tokens and no cost
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     settlement: Settlement | None = None
-    stream_started: bool = False  # the stream's own ending settles it from then on
-    free: bool = False  # a cache hit: recorded with its tokens, charged no tokens and no cost
-    # Whether a failure hands the request to a fallback model (services/routing.py), which settles it instead.
-    defer_failure: Callable[[PorticoError], bool] | None = None
 
     @property
     def quota_warning(self) -> str | None:
@@ -92,16 +85,15 @@ class Ticket:
             headers[HEADER_QUOTA_WARNING] = warning
         return headers
 
-    def cost_of(self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> float:
+    def cost_of(self, usage: TokenUsage) -> float:
         if self.free:
             return 0.0
         return cost_usd(
-            self.pricing, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
+            self.pricing,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
         )
-
-    def defers(self, error: PorticoError) -> bool:
-        """Whether ``error`` leaves the ticket to a fallback; never once a stream has started."""
-        return not self.stream_started and self.defer_failure is not None and self.defer_failure(error)
 
     def retarget(self, model: str, pricing: PricingSettings) -> None:
         """A fallback model takes over: its name and prices are what gets recorded and charged."""
@@ -111,28 +103,19 @@ class Ticket:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
-    def settle_unstarted(self) -> None:
-        """For a stream whose body never ran (the client left at once): nothing was used, release the lease."""
-        if not self.stream_started:
-            self.settle(prompt_tokens=0, completion_tokens=0, cached_tokens=0, status=499, cancelled=True)
-
-    def settle(
-        self, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int, status: int, cancelled: bool = False
-    ) -> Settlement:
+    def settle(self, usage: TokenUsage, *, status: int, cancelled: bool = False) -> Settlement:
         """Charge the actual usage and record it; later calls return the first settlement unchanged."""
         if self.settlement is not None:
             return self.settlement
-        cost = self.cost_of(
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
-        )
-        self.settlement = Settlement(prompt_tokens, completion_tokens, cached_tokens, cost)
+        cost = self.cost_of(usage)
+        self.settlement = Settlement(usage, cost)
         now = time.perf_counter()
-        self._publish(self.settlement, status, now)
+        self._publish(usage, status, now)
         if self.reservation is not None and self.reservation.enforced:
             self.meter.spawn(
                 self.meter.limiter.settle(
                     self.reservation,
-                    tokens=0 if self.free else prompt_tokens + completion_tokens,
+                    tokens=0 if self.free else usage.total_tokens,
                     cost_micros=to_micros(cost),
                 )
             )
@@ -145,9 +128,9 @@ class Ticket:
                 key_id=self.principal.key_id,
                 model=self.model,
                 endpoint=self.endpoint,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cached_tokens=cached_tokens,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
                 cost_usd=cost,
                 latency_ms=(now - self.started) * 1000,
                 ttft_ms=None if self.first_token_at is None else (self.first_token_at - self.started) * 1000,
@@ -159,22 +142,22 @@ class Ticket:
         )
         return self.settlement
 
-    def _publish(self, settlement: Settlement, status: int, now: float) -> None:
+    def _publish(self, usage: TokenUsage, status: int, now: float) -> None:
         """The settled usage into the metrics and the request's access log line."""
         metrics.observe_usage(
             endpoint=self.endpoint,
             model=self.model,
             status=status,
-            prompt_tokens=settlement.prompt_tokens,
-            completion_tokens=settlement.completion_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
             seconds=now - self.started,
             first_token_s=None if self.first_token_at is None else self.first_token_at - self.started,
         )
         note_usage(
             self.model,
-            prompt_tokens=settlement.prompt_tokens,
-            completion_tokens=settlement.completion_tokens,
-            cached_tokens=settlement.cached_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
         )
 
 
@@ -240,27 +223,98 @@ class Meter:
         await self.limiter.close()
 
 
-@contextmanager
-def settled_on_exit(ticket: Ticket, used: Callable[[], UsageCounts]) -> Iterator[None]:
-    """Settle ``ticket`` with ``used()`` however the block ends: status 200, the error's status, or 499; unless
-    the error hands the request to a fallback (``Ticket.defers``)."""
-    status, cancelled, deferred = 500, False, False
-    try:
-        yield
-        status = 200
-    except PorticoError as exc:
-        status, deferred = exc.status_code, ticket.defers(exc)
-        raise
-    except (asyncio.CancelledError, GeneratorExit):
-        status, cancelled = 499, True
-        raise
-    finally:
-        if not deferred:  # a deferred failure is settled by the fallback that takes over
-            counts = used()
-            ticket.settle(
-                prompt_tokens=counts.prompt_tokens,
-                completion_tokens=counts.completion_tokens,
-                cached_tokens=counts.cached_tokens,
-                status=status,
-                cancelled=cancelled,
+# Called with the request's ticket once it is admitted: its settlement is the usage however the run ends.
+OnAdmit = Callable[[Ticket], None]
+
+
+class Charge:
+    """What one request uses, from its admission to its settlement, whichever model or attempt answers it.
+
+    The first ``admit`` reserves against the principal's limits; a later one (a fallback model taking over)
+    re-targets the same ticket, so a request is one hit on the rate limits and one usage record. The work
+    ``count``s its usage as it goes (a failed attempt's count is dropped by ``next_attempt``); ``settling`` is
+    the one place a request's ending becomes a settlement.
+    """
+
+    def __init__(self, meter: Meter, principal: Principal, endpoint: str, on_admit: OnAdmit | None = None) -> None:
+        self.meter = meter
+        self.principal = principal
+        self.endpoint = endpoint
+        self.ticket: Ticket | None = None
+        self._on_admit = on_admit
+        self._used = NO_USAGE
+
+    @property
+    def settlement(self) -> Settlement | None:
+        return None if self.ticket is None else self.ticket.settlement
+
+    async def admit(
+        self, *, model: str, pricing: PricingSettings, prompt_tokens: int, max_completion_tokens: int
+    ) -> Ticket:
+        if self.ticket is None:
+            ticket = await self.meter.admit(
+                self.principal,
+                endpoint=self.endpoint,
+                model=model,
+                pricing=pricing,
+                prompt_tokens=prompt_tokens,
+                max_completion_tokens=max_completion_tokens,
             )
+            self._admitted(ticket)
+        else:
+            self.ticket.retarget(model, pricing)
+        assert self.ticket is not None
+        return self.ticket
+
+    async def admit_free(self, *, model: str, pricing: PricingSettings, usage: TokenUsage) -> Ticket:
+        """A cache hit: one request against the rate and concurrency limits, settled at once with ``usage``."""
+        ticket = await self.meter.admit_free(self.principal, endpoint=self.endpoint, model=model, pricing=pricing)
+        self._admitted(ticket)
+        ticket.settle(usage, status=200)
+        return ticket
+
+    def _admitted(self, ticket: Ticket) -> None:
+        self.ticket = ticket
+        if self._on_admit is not None:
+            self._on_admit(ticket)
+
+    def count(self, usage: TokenUsage) -> None:
+        """The usage so far of the attempt under way: what a settlement now would charge."""
+        self._used = usage
+
+    def first_token(self) -> None:
+        if self.ticket is not None:
+            self.ticket.note_first_token()
+
+    def next_attempt(self) -> None:
+        """A fallback takes over from a failed attempt, whose (partial) usage is not charged."""
+        self._used = NO_USAGE
+
+    def cost_of(self, usage: TokenUsage) -> float:
+        return 0.0 if self.ticket is None else self.ticket.cost_of(usage)
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.ticket is None else self.ticket.headers()
+
+    def settle(self, *, status: int, cancelled: bool = False) -> None:
+        """Settle with the usage counted so far (nothing to do before admission, or once settled)."""
+        if self.ticket is not None:
+            self.ticket.settle(self._used, status=status, cancelled=cancelled)
+
+    @contextmanager
+    def settling(self, *, only_failure: bool = False) -> Iterator[None]:
+        """Settle however the block ends: status 200, the error's status, or 499 for a cancellation. With
+        ``only_failure`` a block that succeeds leaves the charge open (a stream whose events settle it)."""
+        status, cancelled = 500, False
+        try:
+            yield
+            status = 200
+        except PorticoError as exc:
+            status = exc.status_code
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status, cancelled = 499, True
+            raise
+        finally:
+            if status != 200 or not only_failure:
+                self.settle(status=status, cancelled=cancelled)

@@ -1,0 +1,174 @@
+"""Every wire shape a generation answers with, built once: the sync bodies (chat completion, completion,
+prediction, embedding list, a cache hit's replay) and the stream chunks, for local and upstream models alike."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, PREFIX_PREDICTION, new_id
+from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion
+from portico.schemas.common import PromptTokensDetails, Usage
+from portico.schemas.completions import Completion, CompletionChoice
+from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingUsage
+from portico.schemas.models import Prediction
+from portico.services.generation.types import Answer, ChoiceEnd, Event, TextDelta, Vectors
+from portico.usage.meter import Charge
+from portico.usage.tokens import TokenUsage
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def wire_usage(usage: TokenUsage, cost: float) -> Usage:
+    """The one conversion of a usage to the wire: tokens, cached prompt tokens, and the cost in USD."""
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
+        cost=cost,
+    )
+
+
+def charged_usage(usage: TokenUsage, charge: Charge) -> Usage:
+    return wire_usage(usage, charge.cost_of(usage))
+
+
+# -- sync bodies ------------------------------------------------------------------------------------------
+def chat_body(answer: Answer, charge: Charge) -> ChatCompletion:
+    return ChatCompletion(
+        id=new_id(PREFIX_CHAT_COMPLETION),
+        created=int(time.time()),
+        model=answer.origin.snapshot,
+        choices=[
+            ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
+            for i, c in enumerate(answer.choices)
+        ],
+        usage=charged_usage(answer.usage, charge),
+    )
+
+
+def completion_body(answer: Answer, charge: Charge) -> Completion:
+    return Completion(
+        id=new_id(PREFIX_COMPLETION),
+        created=int(time.time()),
+        model=answer.origin.snapshot,
+        choices=[
+            CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
+            for i, c in enumerate(answer.choices)
+        ],
+        usage=charged_usage(answer.usage, charge),
+    )
+
+
+def prediction_body(completion: ChatCompletion) -> Prediction:
+    (choice,) = completion.choices
+    return Prediction(
+        id=new_id(PREFIX_PREDICTION),
+        created=completion.created,
+        model=completion.model,
+        output=choice.message.content,
+        finish_reason=choice.finish_reason,
+        usage=completion.usage,
+    )
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the vector as little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def embedding_list(vectors: Vectors, encoding_format: str, charge: Charge) -> EmbeddingList:
+    """Vectors in order (as floats or base64), the model snapshot, usage and cost."""
+    as_base64 = encoding_format == "base64"
+    tokens = vectors.prompt_tokens
+    return EmbeddingList(
+        data=[
+            Embedding(index=i, embedding=_base64(vector) if as_base64 else vector)
+            for i, vector in enumerate(vectors.vectors)
+        ],
+        model=vectors.origin.snapshot,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens, cost=charge.cost_of(TokenUsage(tokens))),
+    )
+
+
+def replayed(model: type[_M], stored: dict[str, Any]) -> _M:
+    """A cached body as a cache hit answers it: a new id and time (for generations), its prompt tokens all
+    cached, cost 0."""
+    usage = {**stored["usage"], "cost": 0.0}
+    body = {**stored, "usage": usage}
+    if model is ChatCompletion or model is Completion:
+        prefix = PREFIX_CHAT_COMPLETION if model is ChatCompletion else PREFIX_COMPLETION
+        usage["prompt_tokens_details"] = {"cached_tokens": usage["prompt_tokens"]}
+        body.update(id=new_id(prefix), created=int(time.time()))
+    return model.model_validate(body)
+
+
+def choice_texts(body: BaseModel) -> list[tuple[int, str]]:
+    """(index, text) of each choice of a chat completion or completion body."""
+    if isinstance(body, ChatCompletion):
+        return [(choice.index, choice.message.content) for choice in body.choices]
+    if isinstance(body, Completion):
+        return [(choice.index, choice.text) for choice in body.choices]
+    return []
+
+
+# -- stream chunks ----------------------------------------------------------------------------------------
+def usage_chunk_extras(usage: TokenUsage, charge: Charge) -> dict[str, Any]:
+    """The final stream chunk's usage (with cost), and the quota warning if a quota passed 80%."""
+    extras: dict[str, Any] = {"usage": charged_usage(usage, charge).model_dump()}
+    ticket = charge.ticket
+    if ticket is not None and (warning := ticket.quota_warning) is not None:
+        extras["quota_warning"] = warning
+    return extras
+
+
+async def chat_chunks(
+    events: AsyncIterator[Event],
+    charge: Charge,
+    *,
+    completion_id: str,
+    model: str,
+    n: int,
+    include_usage: bool,
+    usage_extras: dict[str, Any] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """OpenAI's chunk sequence: a role chunk per choice, content deltas, a finish chunk, then usage if asked
+    (with ``usage_extras`` added to that last chunk)."""
+    head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**head, "choices": choices, **extra}
+
+    for index in range(n):
+        yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    async for event in events:
+        if isinstance(event, TextDelta):
+            yield chunk([{"index": event.index, "delta": {"content": event.text}, "finish_reason": None}])
+        elif isinstance(event, ChoiceEnd):
+            yield chunk([{"index": event.index, "delta": {}, "finish_reason": event.finish_reason.value}])
+        elif include_usage:
+            yield chunk([], **usage_chunk_extras(event.usage, charge), **(usage_extras or {}))
+
+
+async def completion_chunks(
+    events: AsyncIterator[Event], charge: Charge, *, completion_id: str, model: str, include_usage: bool
+) -> AsyncIterator[dict[str, Any]]:
+    head = {"id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model}
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**head, "choices": choices, **extra}
+
+    async for event in events:
+        if isinstance(event, TextDelta):
+            yield chunk([{"index": event.index, "text": event.text, "finish_reason": None, "logprobs": None}])
+        elif isinstance(event, ChoiceEnd):
+            finish = event.finish_reason.value
+            yield chunk([{"index": event.index, "text": "", "finish_reason": finish, "logprobs": None}])
+        elif include_usage:
+            yield chunk([], **usage_chunk_extras(event.usage, charge))

@@ -1,0 +1,140 @@
+"""The embedded engines as a backend: a model served in this process (llama.cpp, sentence-transformers, echo).
+
+A request is prepared (tokenized, checked against the window) before admission, so everything that can be
+refused is refused before the limits reserve anything; it then waits for an engine slot at its priority and
+runs. Usage is counted as the engine makes it, so any ending (also a cancellation) is billed for what was used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from portico.constants import FinishReason, Priority
+from portico.engines.base import GenerationRequest, TokenDelta
+from portico.engines.registry import ServedModel
+from portico.errors import EngineUnavailable, GenerationTimeout
+from portico.schemas.embeddings import EmbeddingRequest
+from portico.services.embeddings import prepare_embedding
+from portico.services.generation.prompts import Prepared, prepare
+from portico.services.generation.types import (
+    Answer,
+    Call,
+    Choice,
+    ChoiceEnd,
+    Event,
+    Opened,
+    Origin,
+    TextDelta,
+    TextRequest,
+    UsageReport,
+    Vectors,
+)
+from portico.usage.meter import Charge
+from portico.usage.tokens import TokenUsage
+
+
+class LocalBackend:
+    def __init__(self, served: ServedModel, *, timeout_s: float, max_n: int) -> None:
+        self.served = served
+        self.origin = Origin(served.snapshot, served.alias)
+        self._timeout_s = timeout_s
+        self._max_n = max_n
+
+    async def check(self, body: TextRequest | EmbeddingRequest) -> None:
+        if isinstance(body, EmbeddingRequest):
+            await prepare_embedding(self.served, body)
+        else:
+            await prepare(self.served, body, max_n=self._max_n)
+
+    async def _admitted(self, call: Call, charge: Charge) -> Prepared:
+        prepared = await prepare(self.served, call.body, max_n=self._max_n)
+        await charge.admit(
+            model=self.served.snapshot,
+            pricing=self.served.settings.pricing,
+            prompt_tokens=prepared.prompt_tokens,
+            max_completion_tokens=prepared.max_completion_tokens,
+        )
+        return prepared
+
+    async def complete(self, call: Call, charge: Charge) -> Answer:
+        """The whole answer; ``call.on_delta`` sees it as it is made, within ``call.timeout_s`` (default: the
+        interactive ``request_timeout_s``; background work allows longer)."""
+        prepared = await self._admitted(call, charge)
+        limit_s = call.timeout_s or self._timeout_s
+        parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
+        ends: dict[int, FinishReason] = {}
+        usage = TokenUsage()
+        async with self.served.queue.slot(call.priority):
+            try:
+                async with asyncio.timeout(limit_s):
+                    async for event in _events(prepared, charge):
+                        if isinstance(event, TextDelta):
+                            parts[event.index].append(event.text)
+                            if call.on_delta is not None:
+                                call.on_delta(event.index, event.text)
+                        elif isinstance(event, ChoiceEnd):
+                            ends[event.index] = event.finish_reason
+                        else:
+                            usage = event.usage
+            except TimeoutError:
+                raise GenerationTimeout(
+                    f"Generation did not finish within {limit_s:g} s. "
+                    "Lower max_tokens, or use stream: true to receive tokens as they are made."
+                ) from None
+        choices = [Choice("".join(parts[index]), ends[index]) for index in range(prepared.choice_count)]
+        return Answer(choices, usage, self.origin)
+
+    async def stream(self, call: Call, charge: Charge) -> Opened:
+        """Admitted, with room in the engine's queue (a full queue is a 503 now, before any header is sent)."""
+        prepared = await self._admitted(call, charge)
+        self.served.queue.ensure_room()
+        return Opened(self._streamed(prepared, charge, call.priority), self.origin)
+
+    async def _streamed(self, prepared: Prepared, charge: Charge, priority: Priority) -> AsyncGenerator[Event, None]:
+        async with self.served.queue.slot(priority), aclosing(_events(prepared, charge)) as events:
+            async for event in events:
+                yield event
+
+    async def embed(self, body: EmbeddingRequest, charge: Charge, priority: Priority) -> Vectors:
+        """One vector per input, in order. The input tokens are billed once the vectors are made (an embedding
+        has no partial result)."""
+        prepared = await prepare_embedding(self.served, body)
+        await charge.admit(
+            model=self.served.snapshot,
+            pricing=self.served.settings.pricing,
+            prompt_tokens=prepared.prompt_tokens,
+            max_completion_tokens=0,
+        )
+        async with self.served.queue.slot(priority):
+            vectors = await prepared.embedder.embed(prepared.inputs)
+        charge.count(TokenUsage(prepared.prompt_tokens))
+        return Vectors(vectors, prepared.prompt_tokens, self.origin)
+
+
+async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, None]:
+    """Each prompt's choices (interleaved as the engine makes them), then one UsageReport for all; the usage
+    so far is counted on ``charge`` after every prompt and whenever the generation stops."""
+    used = TokenUsage()
+    for number, prompt in enumerate(prepared.prompts):
+        first_index = number * prepared.n
+        request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n)
+        generation = prepared.engine.generate(request)
+        started = used + TokenUsage(len(prompt.tokens))
+        charge.count(started)
+        try:
+            async for event in generation:
+                if isinstance(event, TokenDelta):
+                    charge.first_token()
+                    yield TextDelta(first_index + event.index, event.text)
+                    continue
+                if event.reason is FinishReason.CANCELLED:
+                    raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")
+                yield ChoiceEnd(first_index + event.index, event.reason)
+        finally:
+            # A no-op after a normal end; stops the decode loop when we were cancelled or timed out.
+            generation.cancel()
+            used = started + TokenUsage(0, generation.completion_tokens, generation.cached_tokens)
+            charge.count(used)
+    yield UsageReport(used)

@@ -1,0 +1,124 @@
+"""What flows through the generation pipeline: the call, the stream events, the answers, and the backend
+interface every model (local, upstream, a fallback chain) implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from portico.constants import CacheStatus, FinishReason, Priority
+from portico.schemas.chat import ChatCompletionRequest
+from portico.schemas.completions import CompletionRequest
+from portico.schemas.embeddings import EmbeddingRequest
+from portico.usage.meter import Charge
+from portico.usage.tokens import TokenUsage
+
+ENDPOINT_CHAT = "/v1/chat/completions"
+ENDPOINT_COMPLETIONS = "/v1/completions"
+ENDPOINT_EMBEDDINGS = "/v1/embeddings"
+ENDPOINT_PREDICT = "/v1/models/{model}/predict"
+# Every generation of a conversation (answers and summaries) is metered under this endpoint.
+ENDPOINT_CONVERSATION_MESSAGES = "/v1/conversations/{id}/messages"
+
+TextRequest = ChatCompletionRequest | CompletionRequest
+# Called with (choice index, text) as a generation makes text: job events and partial output.
+OnDelta = Callable[[int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One text generation to run: the request as validated, under which endpoint it is metered, and how."""
+
+    body: TextRequest
+    endpoint: str
+    priority: Priority = Priority.INTERACTIVE
+    timeout_s: float | None = None  # None: the interactive request_timeout_s
+    on_delta: OnDelta | None = None
+
+    @property
+    def chat(self) -> bool:
+        return isinstance(self.body, ChatCompletionRequest)
+
+
+# -- stream events -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceEnd:
+    index: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The last event of a stream that ended well: what it used, over all its choices."""
+
+    usage: TokenUsage
+
+
+Event = TextDelta | ChoiceEnd | UsageReport
+
+
+# -- answers ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who answered: the snapshot the answer is named after, and the deployment (X-Served-By)."""
+
+    snapshot: str
+    served_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    text: str
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    choices: list[Choice]
+    usage: TokenUsage
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Vectors:
+    vectors: list[list[float]]
+    prompt_tokens: int
+    origin: Origin
+
+
+@dataclass(slots=True)
+class Opened:
+    """A stream that is admitted and under way (an upstream's first event has arrived): what fails from here
+    on is an error event in the stream. ``abandon`` frees what it holds if its events are never read."""
+
+    events: AsyncGenerator[Event, None]
+    origin: Origin
+    abandon: Callable[[], None] = field(default=lambda: None)
+
+
+class Backend(Protocol):
+    """A model as the pipeline sees it. Each method checks the request, admits it through ``charge`` (which
+    reserves against the limits once, or re-targets for a fallback) and counts its usage there; settling is
+    the caller's."""
+
+    async def complete(self, call: Call, charge: Charge) -> Answer: ...
+
+    async def stream(self, call: Call, charge: Charge) -> Opened: ...
+
+    async def embed(self, body: EmbeddingRequest, charge: Charge, priority: Priority) -> Vectors: ...
+
+    async def check(self, body: TextRequest | EmbeddingRequest) -> None:
+        """Refuse now what ``complete``/``embed`` would refuse before running (nothing is admitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOutcome:
+    status: CacheStatus = CacheStatus.BYPASS
+    similarity: float | None = None  # a semantic hit's similarity (X-Cache-Similarity)
