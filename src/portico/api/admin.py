@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from portico.api.deps import AdminDep, PrincipalDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response, list_cursors
+from portico.api.responses import error_responses, json_response
 from portico.constants import API_KEY_PREFIX, Scope
 from portico.schemas.admin import (
     CreatedKeyObject,
@@ -94,8 +94,7 @@ async def list_projects(
     admin: AdminDep, principal: PrincipalDep, limit: Limit = 20, after: str | None = None
 ) -> Response:
     page = await admin.list_projects(principal.organization_id, limit=limit, after=after)
-    data = [_project(project) for project in page.items]
-    return json_response(ProjectList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(ProjectList.of([_project(project) for project in page.items], has_more=page.has_more))
 
 
 @router.get("/projects/{project_id}", response_model=ProjectObject)
@@ -140,8 +139,7 @@ async def list_keys(
     after: str | None = None,
 ) -> Response:
     page = await admin.list_keys(principal.organization_id, project_id=project_id, limit=limit, after=after)
-    data = [_key(key) for key in page.items]
-    return json_response(KeyList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(KeyList.of([_key(key) for key in page.items], has_more=page.has_more))
 
 
 @router.get("/keys/{key_id}", response_model=KeyObject)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from portico.api.deps import BatchesDep, PrincipalDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response, list_cursors
+from portico.api.responses import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.batches import (
     BatchCreateRequest,
@@ -73,8 +73,7 @@ async def list_batches(
 ) -> Response:
     """Oldest first; `after=last_id` fetches the next page."""
     page = await batches.list(principal.project_id, limit=limit, after=after)
-    data = [batch_object(batch) for batch in page.items]
-    return json_response(BatchList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(BatchList.of([batch_object(batch) for batch in page.items], has_more=page.has_more))
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject, dependencies=READ)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, Response
 
 from portico.api.deps import FilesDep, PrincipalDep, require_scope
-from portico.api.responses import error_responses, json_response, list_cursors
+from portico.api.responses import error_responses, json_response
 from portico.api.uploads import receive_upload
 from portico.constants import Scope
 from portico.errors import InvalidRequest
@@ -74,9 +74,8 @@ async def list_files(
     order: Literal["asc", "desc"] = "asc",
 ) -> Response:
     """Oldest first unless `order=desc`; `after=last_id` fetches the next page."""
-    page = await files.list(principal.project_id, purpose=purpose, limit=limit, after=after, descending=order == "desc")
-    data = [file_object(row) for row in page.items]
-    return json_response(FileList(data=data, **list_cursors(data), has_more=page.has_more))
+    page = await files.list(principal.project_id, purpose=purpose, limit=limit, after=after, order=order)
+    return json_response(FileList.of([file_object(row) for row in page.items], has_more=page.has_more))
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject, dependencies=READ)

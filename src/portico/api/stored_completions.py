@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from portico.api.deps import PrincipalDep, StoredCompletionsDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response, list_cursors
+from portico.api.responses import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.stored_completions import (
     StoredChatCompletion,
@@ -54,8 +54,7 @@ async def list_stored_completions(
     page = await stored.list_completions(
         principal, model=model, metadata=metadata, limit=limit, after=after, order=order
     )
-    data = [stored_view(row) for row in page.items]
-    return json_response(StoredCompletionList(data=data, **list_cursors(data), has_more=page.has_more))
+    return json_response(StoredCompletionList.of([stored_view(row) for row in page.items], has_more=page.has_more))
 
 
 @router.get("/{completion_id}", response_model=StoredChatCompletion)
@@ -74,7 +73,7 @@ async def list_stored_messages(
 ) -> Response:
     """The messages of the stored request; `after` takes a message id (`<completion id>-<index>`)."""
     page = await stored.messages(principal, completion_id, limit=limit, after=after, order=order)
-    return json_response(StoredMessageList(data=page.items, **list_cursors(page.items), has_more=page.has_more))
+    return json_response(StoredMessageList.of(page.items, has_more=page.has_more))
 
 
 @router.post("/{completion_id}", response_model=StoredChatCompletion, dependencies=[Depends(require_json)])

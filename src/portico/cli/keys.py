@@ -10,8 +10,9 @@ from rich.table import Table
 
 from portico.cli.common import ConfigOption, OrganizationOption, console, out, run_admin
 from portico.constants import Scope
-from portico.services.admin import AdminService, CreatedKey, Page
+from portico.services.admin import AdminService, CreatedKey
 from portico.storage.models import ApiKey
+from portico.storage.paging import Page
 
 app = typer.Typer(help="Manage API keys (shown once at creation; only a keyed hash is stored).", no_args_is_help=True)
 

@@ -8,8 +8,9 @@ import typer
 from rich.table import Table
 
 from portico.cli.common import ConfigOption, OrganizationOption, out, run_admin
-from portico.services.admin import AdminService, Page
+from portico.services.admin import AdminService
 from portico.storage.models import Project
+from portico.storage.paging import Page
 
 app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from portico.constants import Scope
 from portico.schemas.common import RequestModel
+from portico.schemas.lists import CursorPage, ItemList
 from portico.settings import TierSettings
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -29,12 +30,7 @@ class ProjectObject(BaseModel):
     status: Literal["active", "archived"]
 
 
-class ProjectList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ProjectObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class ProjectList(CursorPage[ProjectObject]): ...
 
 
 class KeyCreateRequest(RequestModel):
@@ -77,12 +73,7 @@ class CreatedKeyObject(KeyObject):
     value: str = Field(description="The key itself. Shown only in this response: store it now.")
 
 
-class KeyList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[KeyObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class KeyList(CursorPage[KeyObject]): ...
 
 
 class TierRequest(TierSettings):
@@ -105,9 +96,7 @@ class TierObject(BaseModel):
     created_at: int
 
 
-class TierList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[TierObject]
+class TierList(ItemList[TierObject]): ...
 
 
 class Deleted(BaseModel):

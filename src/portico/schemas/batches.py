@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from portico.constants import BatchStatus
 from portico.schemas.common import MetadataKey, MetadataValue, RequestModel
+from portico.schemas.lists import CursorPage, ItemList
 
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
@@ -37,9 +38,7 @@ class BatchError(BaseModel):
     line: int | None = None
 
 
-class BatchErrors(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[BatchError]
+class BatchErrors(ItemList[BatchError]): ...
 
 
 class BatchObject(BaseModel):
@@ -65,12 +64,7 @@ class BatchObject(BaseModel):
     metadata: dict[str, str] | None
 
 
-class BatchList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[BatchObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class BatchList(CursorPage[BatchObject]): ...
 
 
 class BatchRequestLine(RequestModel):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from portico.schemas.chat import TextPart
 from portico.schemas.common import MetadataKey, MetadataValue, RequestModel, SamplingFields, StreamOptions, Usage
+from portico.schemas.lists import CursorPage
 
 ContextStrategy = Literal["truncate_oldest", "summarize", "error"]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)]
@@ -56,12 +57,7 @@ class ConversationObject(BaseModel):
     usage: ConversationUsage
 
 
-class ConversationList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ConversationObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class ConversationList(CursorPage[ConversationObject]): ...
 
 
 class ConversationDeleted(BaseModel):
@@ -90,12 +86,7 @@ class MessageObject(BaseModel):
     usage: Usage | None = Field(default=None, description="The generation's usage and cost (assistant, summary).")
 
 
-class MessageList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[MessageObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class MessageList(CursorPage[MessageObject]): ...
 
 
 class ContextReport(BaseModel):

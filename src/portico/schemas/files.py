@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from portico.schemas.lists import CursorPage
+
 
 class FileObject(BaseModel):
     id: str
@@ -19,12 +21,7 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
-class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class FileList(CursorPage[FileObject]): ...
 
 
 class FileDeleted(BaseModel):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from portico.schemas.common import MetadataKey, MetadataValue, RequestModel
 from portico.schemas.errors import ErrorBody
+from portico.schemas.lists import CursorPage
 
 JobTypeName = Literal["chat.completion", "completion", "embedding"]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
@@ -65,12 +66,7 @@ class JobObject(BaseModel):
     metadata: dict[str, str]
 
 
-class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class JobList(CursorPage[JobObject]): ...
 
 
 class WebhookSecret(BaseModel):

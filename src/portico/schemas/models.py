@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from portico.constants import SnapshotStatus
 from portico.schemas.common import SamplingFields, Usage
+from portico.schemas.lists import ItemList
 
 
 class ModelSnapshot(BaseModel):
@@ -31,9 +32,7 @@ class Model(BaseModel):
     snapshots: list[ModelSnapshot] = Field(description="The current snapshot first, then older ones still known.")
 
 
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Model]
+class ModelList(ItemList[Model]): ...
 
 
 class PredictRequest(SamplingFields):

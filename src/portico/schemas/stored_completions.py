@@ -9,18 +9,14 @@ from pydantic import BaseModel, Field
 from portico.schemas.chat import ChatCompletion, TextPart
 from portico.schemas.common import RequestModel
 from portico.schemas.conversations import Metadata
+from portico.schemas.lists import CursorPage
 
 
 class StoredChatCompletion(ChatCompletion):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class StoredCompletionList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[StoredChatCompletion]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class StoredCompletionList(CursorPage[StoredChatCompletion]): ...
 
 
 class StoredCompletionUpdateRequest(RequestModel):
@@ -45,9 +41,4 @@ class StoredMessage(BaseModel):
     )
 
 
-class StoredMessageList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[StoredMessage]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class StoredMessageList(CursorPage[StoredMessage]): ...

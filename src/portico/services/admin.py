@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from portico.settings import TierSettings
 from portico.storage import control
 from portico.storage.database import Database
 from portico.storage.models import ApiKey, Organization, Project, Tier
+from portico.storage.paging import Page
 
 logger = logging.getLogger("portico.admin")
 
@@ -32,23 +33,10 @@ DEFAULT_ORGANIZATION_ID = f"{PREFIX_ORGANIZATION}default"
 MAX_GRACE_S = 30 * 86400
 
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    has_more: bool
-
-
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     key: ApiKey
     plaintext: str  # shown once, never stored
-
-
-def _page(rows: list[T], limit: int) -> Page[T]:
-    return Page(rows[:limit], len(rows) > limit)
 
 
 def _default_project_id(organization_id: str) -> str:
@@ -185,7 +173,7 @@ class AdminService:
 
     async def list_projects(self, organization_id: str, *, limit: int, after: str | None) -> Page[Project]:
         async with self._database.session() as session:
-            return _page(await control.list_projects(session, organization_id, limit=limit, after=after), limit)
+            return await control.list_projects(session, organization_id, limit=limit, after=after)
 
     async def archive_project(self, organization_id: str, project: str) -> Project:
         """Archive a project: its keys stop working (401 revoked_api_key) on every process within a second."""
@@ -268,8 +256,7 @@ class AdminService:
         self, organization_id: str, *, project_id: str | None, limit: int, after: str | None
     ) -> Page[ApiKey]:
         async with self._database.session() as session:
-            rows = await control.list_keys(session, organization_id, project_id=project_id, limit=limit, after=after)
-        return _page(rows, limit)
+            return await control.list_keys(session, organization_id, project_id=project_id, limit=limit, after=after)
 
     async def rotate_key(self, organization_id: str, key_id: str, *, grace_period_s: int) -> CreatedKey:
         """A new secret for the key; the old one keeps working for ``grace_period_s`` (0: stops at once)."""

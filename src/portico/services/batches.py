@@ -9,11 +9,11 @@ from portico.auth.principal import Principal
 from portico.constants import PREFIX_BATCH, BatchStatus, FilePurpose, Scope, new_id
 from portico.errors import Conflict, InsufficientScope, InvalidRequest, NotFound
 from portico.schemas.batches import BatchCreateRequest
-from portico.services.admin import Page
 from portico.services.files import file_not_found
 from portico.storage import batches as queries
 from portico.storage.database import Database
 from portico.storage.files import get_file
+from portico.storage.paging import Page
 from portico.storage.resources import Batch
 
 COMPLETION_WINDOWS_S = {"24h": 24 * 3600}
@@ -70,8 +70,7 @@ class BatchService:
 
     async def list(self, project_id: str, *, limit: int, after: str | None) -> Page[Batch]:
         async with self.database.session() as session:
-            rows = await queries.list_batches(session, project_id, limit=limit, after=after)
-        return Page(rows[:limit], len(rows) > limit)
+            return await queries.list_batches(session, project_id, limit=limit, after=after)
 
     async def cancel(self, project_id: str, batch_id: str) -> Batch:
         """``cancelling`` until its runner stops: no new lines start, running ones are cancelled, then

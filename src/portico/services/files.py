@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from portico.constants import PREFIX_FILE, BatchStatus, FilePurpose, new_id
 from portico.errors import Conflict, InvalidRequest, NotFound
-from portico.services.admin import Page
 from portico.storage import files as queries
 from portico.storage.database import Database
 from portico.storage.files import FileStore, StagedFile
+from portico.storage.paging import Order, Page
 from portico.storage.resources import Batch, File
 
 logger = logging.getLogger("portico.files")
@@ -72,13 +72,10 @@ class FileService:
         return found
 
     async def list(
-        self, project_id: str, *, purpose: str | None, limit: int, after: str | None, descending: bool
+        self, project_id: str, *, purpose: str | None, limit: int, after: str | None, order: Order
     ) -> Page[File]:
         async with self.database.session() as session:
-            rows = await queries.list_files(
-                session, project_id, purpose=purpose, limit=limit, after=after, descending=descending
-            )
-        return Page(rows[:limit], len(rows) > limit)
+            return await queries.list_files(session, project_id, purpose=purpose, limit=limit, after=after, order=order)
 
     async def content(self, project_id: str, file_id: str) -> tuple[File, Path]:
         """The file and where its bytes are."""

@@ -13,7 +13,7 @@ from sqlalchemy import Result, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.constants import BatchStatus
-from portico.storage.paging import page
+from portico.storage.paging import Page, page
 from portico.storage.resources import Batch
 
 # Statuses a runner works on: it validates, runs, finalizes, or winds down a cancelled batch.
@@ -30,9 +30,10 @@ async def get_batch(session: AsyncSession, project_id: str, batch_id: str) -> Ba
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def list_batches(session: AsyncSession, project_id: str, *, limit: int, after: str | None) -> list[Batch]:
-    query = select(Batch).where(Batch.project_id == project_id)
-    return await page(session, query, Batch, scope=Batch.project_id == project_id, limit=limit, after=after)
+async def list_batches(session: AsyncSession, project_id: str, *, limit: int, after: str | None) -> Page[Batch]:
+    in_project = Batch.project_id == project_id
+    key = [Batch.created_at, Batch.id]
+    return await page(session, select(Batch).where(in_project), key=key, scope=in_project, limit=limit, after=after)
 
 
 async def request_cancel(session: AsyncSession, project_id: str, batch_id: str, now: int) -> bool:

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.storage.models import ApiKey, Organization, Project, Tier
-from portico.storage.paging import page
+from portico.storage.paging import Page, page
 
 
 async def first_organization(session: AsyncSession) -> Organization | None:
@@ -30,11 +30,11 @@ async def get_project(session: AsyncSession, organization_id: str, project: str)
     return (await session.execute(by_name)).scalar_one_or_none()
 
 
-async def list_projects(session: AsyncSession, organization_id: str, *, limit: int, after: str | None) -> list[Project]:
+async def list_projects(session: AsyncSession, organization_id: str, *, limit: int, after: str | None) -> Page[Project]:
     in_organization = Project.organization_id == organization_id
-    return await page(
-        session, select(Project).where(in_organization), Project, scope=in_organization, limit=limit, after=after
-    )
+    query = select(Project).where(in_organization)
+    key = [Project.created_at, Project.id]
+    return await page(session, query, key=key, scope=in_organization, limit=limit, after=after)
 
 
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
@@ -44,12 +44,13 @@ async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
 
 async def list_keys(
     session: AsyncSession, organization_id: str, *, project_id: str | None, limit: int, after: str | None
-) -> list[ApiKey]:
+) -> Page[ApiKey]:
     in_organization = ApiKey.project_id.in_(select(Project.id).where(Project.organization_id == organization_id))
     query = select(ApiKey).where(in_organization)
     if project_id is not None:
         query = query.where(ApiKey.project_id == project_id)
-    return await page(session, query, ApiKey, scope=in_organization, limit=limit, after=after)
+    key = [ApiKey.created_at, ApiKey.id]
+    return await page(session, query, key=key, scope=in_organization, limit=limit, after=after)
 
 
 async def has_keys(session: AsyncSession) -> bool:

@@ -10,31 +10,12 @@ also its ``model`` snapshot, ``finish_reason`` and ``status`` (``completed`` or 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Select, delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
-from portico.storage.resources import Conversation, ConversationMessage, StoredCompletion
-
-Order = Literal["asc", "desc"]
-Row = TypeVar("Row", Conversation, ConversationMessage, StoredCompletion)
-
-
-def keyset(
-    query: Select[Row],
-    columns: Sequence[InstrumentedAttribute[Any]],
-    cursor: tuple[Any, ...] | None,
-    order: Order,
-    limit: int,
-) -> Select[Row]:
-    """A page after ``cursor`` (the sort key of the previous page's last row), plus one row that tells has_more."""
-    if cursor is not None:
-        key = tuple_(*columns)
-        query = query.where(key > cursor if order == "asc" else key < cursor)
-    ordering = list(columns) if order == "asc" else [column.desc() for column in columns]
-    return query.order_by(*ordering).limit(limit + 1)
+from portico.storage.paging import Order, Page, page
+from portico.storage.resources import Conversation, ConversationMessage
 
 
 async def get_conversation(session: AsyncSession, project_id: str, conversation_id: str) -> Conversation | None:
@@ -44,13 +25,11 @@ async def get_conversation(session: AsyncSession, project_id: str, conversation_
 
 async def list_conversations(
     session: AsyncSession, project_id: str, *, limit: int, after: str | None, order: Order
-) -> list[Conversation]:
-    cursor = None
-    if after is not None and (previous := await get_conversation(session, project_id, after)) is not None:
-        cursor = (previous.created_at, previous.id)
-    query = select(Conversation).where(Conversation.project_id == project_id)
-    page = keyset(query, [Conversation.created_at, Conversation.id], cursor, order, limit)
-    return list((await session.scalars(page)).all())
+) -> Page[Conversation]:
+    in_project = Conversation.project_id == project_id
+    query = select(Conversation).where(in_project)
+    key = [Conversation.created_at, Conversation.id]
+    return await page(session, query, key=key, scope=in_project, limit=limit, after=after, order=order)
 
 
 async def delete_conversation(session: AsyncSession, project_id: str, conversation_id: str) -> bool:
@@ -79,15 +58,12 @@ async def last_seq(session: AsyncSession, conversation_id: str) -> int:
 
 async def list_messages(
     session: AsyncSession, conversation_id: str, *, limit: int, after: str | None, order: Order
-) -> list[ConversationMessage]:
-    cursor = None
-    if after is not None:
-        previous = await session.get(ConversationMessage, after)
-        if previous is not None and previous.conversation_id == conversation_id:
-            cursor = (previous.seq, previous.id)
-    query = select(ConversationMessage).where(ConversationMessage.conversation_id == conversation_id)
-    page = keyset(query, [ConversationMessage.seq, ConversationMessage.id], cursor, order, limit)
-    return list((await session.scalars(page)).all())
+) -> Page[ConversationMessage]:
+    """In the order they were appended (``seq``), including those no longer in the model's context."""
+    in_conversation = ConversationMessage.conversation_id == conversation_id
+    query = select(ConversationMessage).where(in_conversation)
+    key = [ConversationMessage.seq, ConversationMessage.id]
+    return await page(session, query, key=key, scope=in_conversation, limit=limit, after=after, order=order)
 
 
 async def lock_for_append(

@@ -17,7 +17,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.errors import PayloadTooLarge
-from portico.storage.paging import page
+from portico.storage.paging import Order, Page, page
 from portico.storage.resources import File
 
 
@@ -100,13 +100,14 @@ async def get_file(session: AsyncSession, project_id: str, file_id: str) -> File
 
 
 async def list_files(
-    session: AsyncSession, project_id: str, *, purpose: str | None, limit: int, after: str | None, descending: bool
-) -> list[File]:
+    session: AsyncSession, project_id: str, *, purpose: str | None, limit: int, after: str | None, order: Order
+) -> Page[File]:
     query = _live(project_id)
     if purpose is not None:
         query = query.where(File.purpose == purpose)
+    key = [File.created_at, File.id]
     return await page(
-        session, query, File, scope=File.project_id == project_id, limit=limit, after=after, descending=descending
+        session, query, key=key, scope=File.project_id == project_id, limit=limit, after=after, order=order
     )
 
 

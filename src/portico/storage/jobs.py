@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.constants import JobEventType, JobStatus
-from portico.storage.paging import page
+from portico.storage.paging import Page, page
 from portico.storage.resources import Job, JobEvent
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -48,14 +48,14 @@ def _in_status(status: JobStatus, now: float) -> ColumnElement[bool]:
 
 async def list_jobs(
     session: AsyncSession, project_id: str, *, status: JobStatus | None, now: float, limit: int, after: str | None
-) -> list[Job]:
-    """Newest first; ``after`` is the id of the last job of the previous page. One extra row tells has_more."""
-    query = select(Job).where(Job.project_id == project_id)
+) -> Page[Job]:
+    """Newest first; ``after`` is the id of the last job of the previous page (of any status)."""
+    in_project = Job.project_id == project_id
+    query = select(Job).where(in_project)
     if status is not None:
         query = query.where(_in_status(status, now))
-    return await page(
-        session, query, Job, scope=Job.project_id == project_id, limit=limit, after=after, descending=True
-    )
+    key = [Job.created_at, Job.id]
+    return await page(session, query, key=key, scope=in_project, limit=limit, after=after, order="desc")
 
 
 def _claimable(now: float) -> ColumnElement[bool]:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from portico.storage.conversations import Order, keyset
+from portico.storage.paging import Order, Page, page
 from portico.storage.resources import StoredCompletion
 
 
@@ -28,19 +28,17 @@ async def list_completions(
     limit: int,
     after: str | None,
     order: Order,
-) -> list[StoredCompletion]:
+) -> Page[StoredCompletion]:
     """Oldest first (or newest with ``order="desc"``); ``models`` (any of) and every ``metadata`` pair must match."""
-    cursor = None
-    if after is not None and (previous := await get_completion(session, project_id, after)) is not None:
-        cursor = (previous.created_at, previous.id)
-    query = select(StoredCompletion).where(StoredCompletion.project_id == project_id)
+    in_project = StoredCompletion.project_id == project_id
+    query = select(StoredCompletion).where(in_project)
     if models:
         query = query.where(StoredCompletion.model.in_(models))
     for key, value in metadata.items():
         # JSON_EXTRACT on SQLite, ->> on PostgreSQL.
         query = query.where(StoredCompletion.completion_metadata[key].as_string() == value)
-    page = keyset(query, [StoredCompletion.created_at, StoredCompletion.id], cursor, order, limit)
-    return list((await session.scalars(page)).all())
+    by_creation = [StoredCompletion.created_at, StoredCompletion.id]
+    return await page(session, query, key=by_creation, scope=in_project, limit=limit, after=after, order=order)
 
 
 async def delete_completion(session: AsyncSession, project_id: str, completion_id: str) -> bool:
