@@ -24,13 +24,11 @@ from portico.schemas.conversations import (
     ConversationDeleted,
     ConversationList,
     ConversationObject,
-    ConversationUsage,
     MessageCreateRequest,
     MessageList,
     TurnObject,
 )
-from portico.services.conversations import Turn, message_view
-from portico.storage.resources import Conversation
+from portico.services.conversation_views import conversation_view, message_view, turn_view
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=error_responses(401, 403, 404))
 READ = [require_scope(Scope.CONVERSATIONS_READ)]
@@ -40,32 +38,11 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 SortOrder = Annotated[Literal["asc", "desc"], Query(description="By creation: `asc` (oldest first) or `desc`.")]
 
 
-def _conversation(row: Conversation) -> ConversationObject:
-    return ConversationObject(
-        id=row.id,
-        created_at=row.created_at,
-        model=row.model,
-        system=row.system,
-        metadata=row.conversation_metadata,
-        context_strategy=row.context_strategy,
-        usage=ConversationUsage(
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            total_tokens=row.prompt_tokens + row.completion_tokens,
-            cost=row.cost_usd,
-        ),
-    )
-
-
-def _turn(turn: Turn) -> TurnObject:
-    return TurnObject(**message_view(turn.assistant).model_dump(), user_message_id=turn.user.id, context=turn.context)
-
-
 @router.post("", response_model=ConversationObject, status_code=201, dependencies=WRITE_JSON)
 async def create_conversation(
     body: ConversationCreateRequest, conversations: ConversationsDep, principal: PrincipalDep
 ) -> Response:
-    return json_response(_conversation(await conversations.create(principal, body)), status_code=201)
+    return json_response(conversation_view(await conversations.create(principal, body)), status_code=201)
 
 
 @router.get("", response_model=ConversationList, dependencies=READ)
@@ -77,13 +54,13 @@ async def list_conversations(
     order: SortOrder = "asc",
 ) -> Response:
     page = await conversations.list_conversations(principal, limit=limit, after=after, order=order)
-    return json_response(ConversationList.of([_conversation(row) for row in page.items], has_more=page.has_more))
+    return json_response(ConversationList.of([conversation_view(row) for row in page.items], has_more=page.has_more))
 
 
 @router.get("/{conversation_id}", response_model=ConversationObject, dependencies=READ)
 async def get_conversation(conversation_id: str, conversations: ConversationsDep, principal: PrincipalDep) -> Response:
     """The conversation with its token and cost totals (every turn and summary so far)."""
-    return json_response(_conversation(await conversations.get(principal, conversation_id)))
+    return json_response(conversation_view(await conversations.get(principal, conversation_id)))
 
 
 @router.delete("/{conversation_id}", response_model=ConversationDeleted, dependencies=WRITE)
@@ -126,7 +103,7 @@ async def post_message(
     (id: the answer's message id), the last one with `usage`, the message ids and `context`, then `[DONE]`."""
     if not body.stream:
         turn = await cancel_on_disconnect(request, conversations.post(principal, conversation_id, body))
-        return json_response(_turn(turn), headers=metered_headers(turn.charge))
+        return json_response(turn_view(turn), headers=metered_headers(turn.charge))
     opened = await cancel_on_disconnect(request, conversations.open_turn(principal, conversation_id, body))
     assert opened.streamed is not None
     chunks = conversations.chunks(opened)

@@ -5,7 +5,7 @@ A model has one or more deployments (``[[models.upstream]]``), each an ``Upstrea
 ``CONNECTIONS_PER_CLIENT``, opened in ``start``), its requests in flight and its circuit breaker.
 ``UpstreamEngine.pick`` balances among them. ``upstream_errors`` and ``raise_for_status`` are the one place httpx
 failures and upstream error statuses become Portico errors. Nothing is tokenized or generated locally:
-``services/upstream.py`` sends the request bodies through ``post`` and ``open_stream`` and does the retries.
+``services/generation/upstream.py`` sends the request bodies through ``post`` and ``open_stream`` and does the retries.
 """
 
 from __future__ import annotations

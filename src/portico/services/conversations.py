@@ -37,7 +37,7 @@ from portico.engines.registry import ModelRegistry
 from portico.errors import ContextLengthExceeded, ConversationBusy, NotFound
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.schemas.common import SamplingFields, Usage
-from portico.schemas.conversations import ContextReport, ConversationCreateRequest, MessageCreateRequest, MessageObject
+from portico.schemas.conversations import ContextReport, ConversationCreateRequest, MessageCreateRequest
 from portico.services import context_window as window_rules
 from portico.services.context_window import ContextFitter, Fitting, usage_record
 from portico.services.generation.chunks import charged_usage, wire_usage
@@ -96,26 +96,6 @@ class Turn:
     assistant: ConversationMessage
     context: ContextReport
     charge: Charge
-
-
-def message_view(row: ConversationMessage) -> MessageObject:
-    record = row.usage or {}
-    usage = None
-    if "cost" in record:
-        usage = Usage.model_validate({name: record[name] for name in Usage.model_fields if name in record})
-    return MessageObject(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        created_at=row.created_at,
-        role=row.role,
-        content=row.content,
-        tokens=row.tokens,
-        in_context=row.in_context,
-        status=record.get("status", "completed"),
-        model=record.get("model"),
-        finish_reason=record.get("finish_reason"),
-        usage=usage,
-    )
 
 
 def _not_found(conversation_id: str) -> NotFound:
