@@ -13,6 +13,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from portico import __version__
 from portico.api import (
     admin,
+    admin_keys,
     batches,
     chat,
     completions,
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokenize.router,
         usage.router,
         admin.router,
+        admin_keys.router,
         projects.router,
         files.router,
         batches.router,
