@@ -21,12 +21,18 @@ from portico.schemas.admin import (
 )
 from portico.services.admin_views import project_view, tier_view
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[require_scope(Scope.KEYS_ADMIN)],
-    responses=error_responses(401, 403, 404),
-)
+
+def admin_router() -> APIRouter:
+    """A router under ``/v1/admin`` whose every route needs ``keys:admin``."""
+    return APIRouter(
+        prefix="/v1/admin",
+        tags=["admin"],
+        dependencies=[require_scope(Scope.KEYS_ADMIN)],
+        responses=error_responses(401, 403, 404),
+    )
+
+
+router = admin_router()
 JSON_BODY = [Depends(require_json)]
 Limit = Annotated[int, Query(ge=1, le=100)]
 

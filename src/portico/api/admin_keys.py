@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
-from portico.api.deps import AdminDep, PrincipalDep, require_json, require_scope
+from portico.api.admin import JSON_BODY, Limit, admin_router
+from portico.api.deps import AdminDep, PrincipalDep
 from portico.api.responses import error_responses, json_response
-from portico.constants import Scope
 from portico.schemas.admin import (
     CreatedKeyObject,
     KeyCreateRequest,
@@ -19,14 +16,7 @@ from portico.schemas.admin import (
 )
 from portico.services.admin_views import created_key_view, key_view
 
-router = APIRouter(
-    prefix="/v1/admin",
-    tags=["admin"],
-    dependencies=[require_scope(Scope.KEYS_ADMIN)],
-    responses=error_responses(401, 403, 404),
-)
-JSON_BODY = [Depends(require_json)]
-Limit = Annotated[int, Query(ge=1, le=100)]
+router = admin_router()
 
 
 # -- keys -----------------------------------------------------------------------------------------------
