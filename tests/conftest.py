@@ -20,7 +20,7 @@ from portico.app import create_app
 from portico.constants import Scope
 from portico.engines.registry import ModelRegistry
 from portico.services.admin import AdminService
-from portico.settings import AuthSettings, EchoSettings, ModelSettings, Settings
+from portico.settings import AuthSettings, EchoModel, EchoSettings, Settings
 from tests.databases import database, database_schema, database_url  # noqa: F401 (fixtures for every test)
 
 ECHO_ALIAS = "echo"
@@ -40,10 +40,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Non
 
 
 def echo_settings(*, tokens_per_second: float = 0, first_token_ms: float = 0, **overrides: Any) -> Settings:
-    model = ModelSettings(
+    model = EchoModel(
         alias=ECHO_ALIAS,
         snapshot=ECHO_SNAPSHOT,
-        engine="echo",
         context_window=overrides.pop("context_window", 256),
         parallel_slots=overrides.pop("parallel_slots", 4),
         echo=EchoSettings(tokens_per_second=tokens_per_second, first_token_latency_ms=first_token_ms),

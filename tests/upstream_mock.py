@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from portico.settings import ModelSettings, PricingSettings, RoutingSettings, Settings, UpstreamSettings
+from portico.settings import PricingSettings, RoutingSettings, Settings, UpstreamModel, UpstreamSettings
 from tests.conftest import LiveServer
 
 UPSTREAM_ALIAS = "gpt-up"
@@ -230,12 +230,11 @@ def upstream_model(
     capabilities: tuple[str, ...] = ("chat", "completions", "embeddings"),
     api_key_env: str | None = UPSTREAM_KEY_ENV,
     routing: RoutingSettings | None = None,
-) -> ModelSettings:
+) -> UpstreamModel:
     """A model served by the upstream at ``base_url`` (``.../v1``), priced $1 / $2 per million tokens."""
-    return ModelSettings(
+    return UpstreamModel(
         alias=UPSTREAM_ALIAS,
         snapshot=UPSTREAM_SNAPSHOT,
-        engine="upstream",
         upstream=[
             UpstreamSettings.model_validate(
                 {

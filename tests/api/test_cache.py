@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from portico.constants import Scope
 from portico.services.admin import AdminService
-from portico.settings import ModelSettings, PricingSettings, Settings
+from portico.settings import PricingSettings, SentenceTransformersModel, Settings
 from tests.conftest import ECHO_ALIAS, asgi_client, auth_settings, bearer, echo_settings, make_key, sse_events
 
 CHAT = "/v1/chat/completions"
@@ -202,7 +202,7 @@ async def test_the_cache_can_be_turned_off() -> None:
 
 @pytest.mark.model
 async def test_embeddings_are_cached() -> None:
-    minilm = ModelSettings(alias="minilm", snapshot="minilm-test", engine="sentence_transformers")
+    minilm = SentenceTransformersModel(alias="minilm", snapshot="minilm-test")
     minilm.pricing = PricingSettings(input_per_million=1_000.0)
     async with asgi_client(Settings(models=[minilm])) as (client, _):
         body = {"model": "minilm", "input": ["a cached sentence", "another one"]}

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from portico.settings import ModelSettings, Settings
+from portico.settings import SentenceTransformersModel, Settings
 from tests.conftest import ECHO_ALIAS, asgi_client, echo_settings, registry_of
 
 MINILM = "all-minilm-l6-v2"
@@ -35,7 +35,7 @@ def real_model(test: F) -> F:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served() -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
-    minilm = ModelSettings(alias=MINILM, snapshot=MINILM_SNAPSHOT, engine="sentence_transformers")
+    minilm = SentenceTransformersModel(alias=MINILM, snapshot=MINILM_SNAPSHOT)
     async with asgi_client(Settings(models=[*echo_settings().models, minilm])) as pair:
         yield pair
 

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from portico.constants import Scope
-from portico.settings import AuthSettings, EchoSettings, ModelSettings, RoutingSettings, Settings, UpstreamSettings
+from portico.settings import (
+    AuthSettings,
+    EchoModel,
+    EchoSettings,
+    RoutingSettings,
+    Settings,
+    UpstreamModel,
+    UpstreamSettings,
+)
 from tests.conftest import ECHO_ALIAS, ECHO_SNAPSHOT, asgi_client, bearer, make_key
 from tests.upstream_mock import UPSTREAM_ALIAS, MockUpstream, closed_port, upstream_model
 
@@ -47,9 +55,7 @@ def _settings(
             "context_window": context_window,
         }
     )
-    echo = ModelSettings(
-        alias=ECHO_ALIAS, snapshot=ECHO_SNAPSHOT, engine="echo", context_window=2048, echo=EchoSettings()
-    )
+    echo = EchoModel(alias=ECHO_ALIAS, snapshot=ECHO_SNAPSHOT, context_window=2048, echo=EchoSettings())
     return Settings(models=[upstream, echo], **overrides)
 
 
@@ -202,10 +208,10 @@ async def test_names_in_settings_are_checked() -> None:
 
 
 def test_one_upstream_table_or_several() -> None:
-    one = ModelSettings.model_validate(
+    one = UpstreamModel.model_validate(
         {"alias": "m", "snapshot": "m-1", "engine": "upstream", "upstream": {"base_url": "http://x/v1"}}
     )
-    several = ModelSettings.model_validate(
+    several = UpstreamModel.model_validate(
         {
             "alias": "m",
             "snapshot": "m-1",
@@ -214,8 +220,8 @@ def test_one_upstream_table_or_several() -> None:
         }
     )
     assert len(one.upstream) == 1 and [d.weight for d in several.upstream] == [1, 2]
-    with pytest.raises(ValueError, match="needs an \\[upstream\\] table"):
-        ModelSettings.model_validate({"alias": "m", "snapshot": "m-1", "engine": "upstream"})
+    with pytest.raises(ValueError, match="upstream\n  Field required"):
+        UpstreamModel.model_validate({"alias": "m", "snapshot": "m-1", "engine": "upstream"})
 
 
 async def test_unknown_model_is_still_a_404(mocks: tuple[MockUpstream, MockUpstream]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from portico.settings import CacheSettings, ModelSettings, SemanticCacheSettings, Settings
+from portico.settings import CacheSettings, SemanticCacheSettings, SentenceTransformersModel, Settings
 from tests.conftest import ECHO_ALIAS, asgi_client, echo_settings
 
 pytestmark = pytest.mark.model
@@ -25,7 +25,7 @@ def _chat(question: str, **params: object) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     echo = echo_settings().models[0].model_copy(update={"semantic_cache": True})
-    minilm = ModelSettings(alias="all-minilm-l6-v2", snapshot="minilm-test", engine="sentence_transformers")
+    minilm = SentenceTransformersModel(alias="all-minilm-l6-v2", snapshot="minilm-test")
     cache = CacheSettings(semantic=SemanticCacheSettings(threshold=0.9))
     return Settings(models=[echo, minilm], cache=cache)
 

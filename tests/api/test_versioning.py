@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from portico.settings import ModelSettings, Settings, SnapshotSettings
+from portico.settings import EchoModel, ModelSettings, SentenceTransformersModel, Settings, SnapshotSettings
 from tests.conftest import ECHO_ALIAS, ECHO_SNAPSHOT, asgi_client, echo_settings, sse_events
 
 PINNED = "echo-2025-06-01"  # an older snapshot, deprecated, still served
@@ -27,7 +27,7 @@ def versioned_settings(*others: ModelSettings, current: dict[str, object] | None
         SnapshotSettings(id=PINNED, deprecated=DEPRECATED_ON, sunset=SUNSET_ON, replacement=ECHO_ALIAS),
         SnapshotSettings(id=RETIRED, retired=True, replacement=ECHO_SNAPSHOT),
     ]
-    versioned = ModelSettings.model_validate({**echo.model_dump(), "previous_snapshots": older, **(current or {})})
+    versioned = EchoModel.model_validate({**echo.model_dump(), "previous_snapshots": older, **(current or {})})
     return Settings(models=[versioned, *others])
 
 
@@ -154,7 +154,7 @@ async def test_retired_snapshot_is_410_naming_the_replacement(
 
 
 async def test_deprecated_current_snapshot_marks_the_alias_too() -> None:
-    successor_model = ModelSettings(alias="next", snapshot="next-1", engine="echo")
+    successor_model = EchoModel(alias="next", snapshot="next-1")
     deprecation = {"deprecated": DEPRECATED_ON, "sunset": SUNSET_ON, "replacement": "next"}
     async with asgi_client(versioned_settings(successor_model, current=deprecation)) as (http, _):
         by_alias = await http.post("/v1/chat/completions", json=chat(ECHO_ALIAS))
@@ -176,7 +176,7 @@ async def test_stored_completions_of_a_retired_snapshot_can_still_be_listed(http
 
 async def test_moving_the_alias_keeps_the_old_snapshot_pinnable() -> None:
     (echo,) = echo_settings().models
-    moved = ModelSettings.model_validate(
+    moved = EchoModel.model_validate(
         {**echo.model_dump(), "snapshot": "echo-2026-02-01", "previous_snapshots": [{"id": ECHO_SNAPSHOT}]}
     )
     async with asgi_client(Settings(models=[moved])) as (http, _):
@@ -190,10 +190,9 @@ async def test_moving_the_alias_keeps_the_old_snapshot_pinnable() -> None:
 
 @pytest.mark.model
 async def test_deprecated_embeddings_snapshot_carries_the_headers() -> None:
-    minilm = ModelSettings(
+    minilm = SentenceTransformersModel(
         alias="all-minilm-l6-v2",
         snapshot="all-minilm-l6-v2-current",
-        engine="sentence_transformers",
         previous_snapshots=[
             SnapshotSettings(id="minilm-old", deprecated=DEPRECATED_ON, sunset=SUNSET_ON, replacement=ECHO_ALIAS),
             SnapshotSettings(id="minilm-older", retired=True, replacement="all-minilm-l6-v2"),

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from portico.cli import app
@@ -88,3 +89,34 @@ def test_models_list_and_config_reference(tmp_path: Path) -> None:
     assert listed.exit_code == 0 and ECHO_ALIAS in listed.stdout
     reference = runner.invoke(app, ["config", "reference"])
     assert reference.exit_code == 0 and reference.stdout.startswith(BEGIN)
+
+
+def test_models_list_shows_an_upstream_models_deployments(tmp_path: Path) -> None:
+    config = tmp_path / "portico.toml"
+    config.write_text(
+        f'{ECHO_TOML}\n[[models]]\nalias = "gpt"\nsnapshot = "gpt-1"\nengine = "upstream"\n'
+        '[[models.upstream]]\nname = "east"\nbase_url = "http://127.0.0.1:9001/v1"\n'
+        '[[models.upstream]]\nbase_url = "http://127.0.0.1:9002/v1"\n'
+    )
+
+    listed = runner.invoke(app, ["models", "list", "--config", str(config)])
+
+    assert listed.exit_code == 0
+    assert {"east,", "gpt/2", "local"} <= set(listed.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("entry", "shown"),
+    [
+        ('engine = "upstream"\n', "models.0.upstream.upstream\n  Field required [type=missing"),
+        ('engine = "llama_cpp"\necho = { tokens_per_second = 5 }\n', "models.0.llama_cpp.echo\n  Extra inputs"),
+    ],
+)
+def test_a_model_entry_for_the_wrong_engine_is_explained(tmp_path: Path, entry: str, shown: str) -> None:
+    config = tmp_path / "portico.toml"
+    config.write_text(f'[[models]]\nalias = "m"\nsnapshot = "m-1"\n{entry}')
+
+    listed = runner.invoke(app, ["models", "list", "--config", str(config)])
+
+    assert listed.exit_code == 2
+    assert "Invalid settings:" in listed.stderr and shown in listed.stderr

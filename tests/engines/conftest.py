@@ -14,7 +14,7 @@ from portico.constants import FinishReason
 from portico.engines.base import ChatTurn, GenerationRequest, SamplingParams, TokenDelta
 from portico.engines.llama_cpp import LlamaCppEngine
 from portico.engines.sentence_transformers import SentenceTransformersEngine
-from portico.settings import ModelSettings
+from portico.settings import LlamaCppModel, SentenceTransformersModel
 
 QUESTION = "What is the capital of France? Answer in one word."
 
@@ -22,7 +22,7 @@ QUESTION = "What is the capital of France? Answer in one word."
 @pytest.fixture(scope="session")
 def llama_engine() -> Iterator[LlamaCppEngine]:
     engine = LlamaCppEngine(
-        ModelSettings(alias="smollm2", snapshot="smollm2-test", threads=2, parallel_slots=8, prefill_chunk=128)
+        LlamaCppModel(alias="smollm2", snapshot="smollm2-test", threads=2, parallel_slots=8, prefill_chunk=128)
     )
     asyncio.run(engine.start())
     yield engine
@@ -33,9 +33,7 @@ def llama_engine() -> Iterator[LlamaCppEngine]:
 async def minilm_engine() -> AsyncIterator[SentenceTransformersEngine]:
     """all-MiniLM-L6-v2, loaded once. Its batcher lives on the session's event loop, so the tests that use it
     run there too (``pytest.mark.asyncio(loop_scope="session")``)."""
-    engine = SentenceTransformersEngine(
-        ModelSettings(alias="all-minilm-l6-v2", snapshot="minilm-test", engine="sentence_transformers")
-    )
+    engine = SentenceTransformersEngine(SentenceTransformersModel(alias="all-minilm-l6-v2", snapshot="minilm-test"))
     await engine.start()
     yield engine
     await engine.close()

@@ -20,7 +20,7 @@ from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, C
 from portico.schemas.common import PromptTokensDetails, Usage
 from portico.schemas.completions import CompletionRequest
 from portico.services.semantic_cache import SemanticCache, SemanticLookup, build_semantic_cache
-from portico.settings import ModelSettings, Settings
+from portico.settings import EchoModel, Settings
 from tests.cache.conftest import REDIS_URL
 from tests.engines.conftest import minilm_engine  # noqa: F401 (the fixture, loaded once per session)
 
@@ -276,9 +276,9 @@ async def test_a_text_longer_than_the_embedding_window_is_not_cached(cache: Sema
 
 async def test_without_the_embedding_model_it_is_off_unless_a_model_opts_in() -> None:
     echo = {"alias": "echo", "snapshot": "echo-1", "engine": "echo"}
-    plain = Settings(models=[ModelSettings.model_validate(echo)])
+    plain = Settings(models=[EchoModel.model_validate(echo)])
     assert build_semantic_cache(plain, ModelRegistry(plain.models, plain.queue)) is None
-    opted = Settings(models=[ModelSettings.model_validate({**echo, "semantic_cache": True})])
+    opted = Settings(models=[EchoModel.model_validate({**echo, "semantic_cache": True})])
     with pytest.raises(ValueError, match=r"semantic_cache is on for echo.*'all-minilm-l6-v2'"):
         build_semantic_cache(opted, ModelRegistry(opted.models, opted.queue))
 

@@ -31,7 +31,8 @@ def load_settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return Settings.load(config, **overrides)
     except ValidationError as exc:
-        console.print(f"[red]Invalid settings:[/red]\n{exc}")
+        console.print("[red]Invalid settings:[/red]")
+        console.print(str(exc), markup=False)  # pydantic's "[type=missing, input_value=…]" is not markup
         raise typer.Exit(2) from exc
 
 

