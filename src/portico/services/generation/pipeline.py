@@ -44,7 +44,7 @@ from portico.services.generation.types import (
 )
 from portico.services.semantic_cache import SEMANTIC_BYPASS, SemanticCache
 from portico.services.stored_completions import StoredCompletionService
-from portico.usage.meter import Charge, Meter, OnAdmit, Ticket
+from portico.usage.meter import Charge, Meter, OnAdmit
 from portico.usage.tokens import TokenUsage
 
 
@@ -57,10 +57,6 @@ class Generated:
     cache: CacheStatus = CacheStatus.BYPASS
     served_by: str | None = None  # the deployment that answered (None: the cache)
     similarity: float | None = None  # a semantic cache hit's similarity (X-Cache-Similarity)
-
-    @property
-    def ticket(self) -> Ticket | None:
-        return self.charge.ticket
 
 
 @dataclass(slots=True)
