@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from portico.cache.base import CacheBackend
 from portico.cache.memory import MemoryCache
 from portico.cache.redis import RedisCache
+from portico.redis_client import redis_client
 from portico.settings import Settings
 
 REDIS_TIMEOUT_S = 0.5  # a slow cache must not cost more than the miss it would save
@@ -19,12 +16,7 @@ def build_cache_backend(settings: Settings) -> CacheBackend:
     if cache.backend == "memory":
         return MemoryCache(max_entries=cache.max_entries, max_bytes=cache.max_bytes)
     assert settings.redis_url is not None  # Settings validates this
-    client = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = redis_client(settings.redis_url, timeout_s=REDIS_TIMEOUT_S)
     return RedisCache(client, prefix=cache.key_prefix)
 
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from portico.cache import REDIS_TIMEOUT_S
 from portico.cache.redis import RedisCache
+from portico.redis_client import redis_client
 from portico.settings import Settings
 
 logger = logging.getLogger("portico.cache")
@@ -180,10 +179,5 @@ def build_semantic_backend(settings: Settings) -> SemanticBackend:
             max_entries_per_bucket=per_bucket, max_entries=cache.max_entries, max_bytes=cache.max_bytes
         )
     assert settings.redis_url is not None  # Settings validates this
-    client = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = redis_client(settings.redis_url, timeout_s=REDIS_TIMEOUT_S)
     return RedisSemanticCache(client, prefix=f"{cache.key_prefix}semantic:", max_entries_per_bucket=per_bucket)

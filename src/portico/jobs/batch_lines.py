@@ -1,5 +1,6 @@
 """A batch's lines: its input file read and checked line by line, and its output and error files, appended to as
-lines finish and read back on restart, so that a line already answered is never run again.
+lines finish and read back on restart, so that a line already answered is never run again, and committed as file
+rows when the batch ends.
 
 While a batch runs, its results live at ``<project id>/<batch id>_output.jsonl`` and ``..._error.jsonl`` in the
 files directory, with no file row: nobody sees them until the batch ends and its rows are committed. Each result
@@ -11,6 +12,7 @@ reading back cuts a torn last line off (that line runs again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -20,10 +22,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from portico.constants import PREFIX_BATCH_REQUEST, new_id
+from portico.constants import PREFIX_BATCH_REQUEST, PREFIX_FILE, FilePurpose, new_id
 from portico.errors import PorticoError
 from portico.schemas.batches import BatchLineError, BatchLineResponse, BatchRequestLine, BatchResultLine
 from portico.storage.files import FileStore
+from portico.storage.resources import File
 
 READ_CHUNK_BYTES = 1 << 20
 
@@ -43,12 +46,27 @@ class InvalidLine:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class UnusableInput:
+    """Why a batch's input file cannot be used at all (the batch fails with this, in its ``errors``)."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+    def error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "param": self.param, "line": self.line}
+
+
 async def iter_lines(path: Path) -> AsyncGenerator[tuple[int, bytes, bool]]:
     """(line number from 1, the line without its newline, whether a newline ended it), read off the event loop.
 
-    Close it with ``contextlib.aclosing`` when stopping early, so the file is closed at once.
+    Close it with ``contextlib.aclosing`` when stopping early, so the file is closed at once. The file is opened
+    on the loop (a local open is quick): opened on a worker thread, a cancellation during the open would leave the
+    handle to the garbage collector, unclosed.
     """
-    handle = await asyncio.to_thread(path.open, "rb")
+    handle = path.open("rb")
     try:
         number = 0
         rest = b""
@@ -90,6 +108,42 @@ def parse_line(raw: bytes, number: int, endpoint: str) -> RequestLine | InvalidL
         )
         return InvalidLine(number, custom_id, "mismatched_endpoint", message)
     return RequestLine(number, line.custom_id, line.body)
+
+
+async def check_input(path: Path, endpoint: str, results: ResultFiles) -> int | UnusableInput:
+    """Check every line of the input file, answering the invalid ones in ``results``' error file; the number of
+    requests (blank lines are not counted), or why the file cannot be used."""
+    seen: dict[str, int] = {}
+    total = 0
+    async with contextlib.aclosing(iter_lines(path)) as lines:
+        async for number, raw, _ in lines:
+            if not raw.strip():
+                continue
+            total += 1
+            line = parse_line(raw, number, endpoint)
+            if line.custom_id is not None:
+                if line.custom_id in seen:
+                    message = (
+                        f"Line {number} repeats the custom_id '{line.custom_id}' of line "
+                        f"{seen[line.custom_id]}; each line needs its own custom_id."
+                    )
+                    return UnusableInput("duplicate_custom_id", message, param="custom_id", line=number)
+                seen[line.custom_id] = number
+            if isinstance(line, InvalidLine):
+                results.add(invalid(line))
+    if total == 0:
+        return UnusableInput("empty_file", "The input file has no lines; put one request on each line.")
+    return total
+
+
+async def answer_unanswered(path: Path, endpoint: str, results: ResultFiles, code: str, message: str) -> None:
+    """Answer every request line without a result with the error ``code`` (the batch stopped before it ran)."""
+    async for number, raw, _ in iter_lines(path):
+        if not raw.strip():
+            continue
+        line = parse_line(raw, number, endpoint)
+        if isinstance(line, RequestLine) and line.custom_id not in results.done:
+            results.add(not_run(line.custom_id, code, message))
 
 
 def answered(line: RequestLine, request_id: str, body: BaseModel) -> BatchResultLine:
@@ -181,6 +235,8 @@ class ResultFiles:
     """A running batch's output and error files; ``done`` holds the custom_ids answered in either."""
 
     def __init__(self, store: FileStore, project_id: str, batch_id: str) -> None:
+        self.project_id = project_id
+        self.batch_id = batch_id
         self.output_path = f"{project_id}/{batch_id}_output.jsonl"
         self.error_path = f"{project_id}/{batch_id}_error.jsonl"
         self.output = _ResultFile(store.path(self.output_path))
@@ -208,6 +264,26 @@ class ResultFiles:
     async def sync(self) -> None:
         await self.output.sync()
         await self.errors.sync()
+
+    def file_rows(self, now: int) -> dict[str, File | None]:
+        """The rows that make the files visible, by the batch's column; None for an empty file (it gets none)."""
+        rows: dict[str, File | None] = {}
+        for column, kind, result in (
+            ("output_file_id", "output", self.output),
+            ("error_file_id", "error", self.errors),
+        ):
+            rows[column] = None
+            if result.size:
+                rows[column] = File(
+                    id=new_id(PREFIX_FILE),
+                    project_id=self.project_id,
+                    filename=f"{self.batch_id}_{kind}.jsonl",
+                    purpose=FilePurpose.BATCH_OUTPUT,
+                    bytes=result.size,
+                    path=self.output_path if result is self.output else self.error_path,
+                    created_at=now,
+                )
+        return rows
 
     def close(self) -> None:
         self.output.close()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
 import httpx
 import orjson
 
 from portico.jobs.context import WorkerContext
+from portico.jobs.leases import backoff_s
 from portico.services import webhooks
 from portico.storage import webhooks as store
 from portico.storage.resources import WebhookDelivery
@@ -28,17 +28,11 @@ logger = logging.getLogger("portico.webhooks")
 BATCH = 32
 # Past its timeout, an attempt's hold on its row lasts this much longer (so a slow answer is not sent twice).
 HOLD_MARGIN_S = 5.0
-MAX_BACKOFF_S = 3600.0
+MAX_BACKOFF_S = 3600.0  # the longest wait between two attempts
 # How often delivered (or given-up) rows older than the jobs' retention are deleted.
 PURGE_INTERVAL_S = 3600.0
 _ERROR_CHARS = 500
 _WARN_EVERY_S = 10.0
-
-
-def backoff_s(base_s: float, attempts: int) -> float:
-    """Exponential with jitter: about base·2^(attempts-1), between half of it and all of it."""
-    ceiling = min(MAX_BACKOFF_S, base_s * 2.0 ** (attempts - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class WebhookDispatcher:
@@ -117,7 +111,7 @@ class WebhookDispatcher:
             outcome["failed_at"] = int(now)
             logger.warning("webhook given up", extra={"webhook_id": delivery.id, "error": error})
         else:
-            outcome["next_attempt_at"] = now + backoff_s(self._settings.backoff_s, attempts)
+            outcome["next_attempt_at"] = now + backoff_s(attempts, base_s=self._settings.backoff_s, cap_s=MAX_BACKOFF_S)
         async with self._context.database.session() as session:
             await store.record_attempt(session, delivery.id, outcome)
             await session.commit()

@@ -47,10 +47,10 @@ async def request_cancel(session: AsyncSession, project_id: str, batch_id: str, 
 
 
 # -- the runner's ----------------------------------------------------------------------------------------
-async def claimable(session: AsyncSession, now: float, *, limit: int) -> Sequence[str]:
+async def claimable(session: AsyncSession, now: float, limit: int) -> Sequence[Batch]:
     """Oldest first: active batches nobody holds, or whose holder's lease lapsed (it died)."""
     query = (
-        select(Batch.id)
+        select(Batch)
         .where(Batch.status.in_(ACTIVE_STATUSES))
         .where(or_(Batch.lease_owner.is_(None), Batch.lease_expires_at < now))
         .order_by(Batch.created_at, Batch.id)
@@ -59,13 +59,13 @@ async def claimable(session: AsyncSession, now: float, *, limit: int) -> Sequenc
     return (await session.scalars(query)).all()
 
 
-async def claim(session: AsyncSession, batch_id: str, owner: str, now: float, lease_s: float) -> bool:
-    """Take the batch if it is still free (compare-and-set: of several runners, exactly one wins)."""
+async def claim(session: AsyncSession, batch_id: str, owner: str, now: float, until: float) -> bool:
+    """Take the batch until ``until`` if it is still free (compare-and-set: of several runners, exactly one wins)."""
     result = await session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(ACTIVE_STATUSES))
         .where(or_(Batch.lease_owner.is_(None), Batch.lease_expires_at < now))
-        .values(lease_owner=owner, lease_expires_at=now + lease_s)
+        .values(lease_owner=owner, lease_expires_at=until)
     )
     return _changed(result)
 

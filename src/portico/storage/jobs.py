@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.constants import JobEventType, JobStatus
@@ -140,6 +140,16 @@ async def finish_queued(session: AsyncSession, project_id: str, job_id: str, val
         .execution_options(synchronize_session=False)
     )
     return _updated(await session.execute(query)) == 1
+
+
+async def times_queued(session: AsyncSession, job_id: str) -> int:
+    """How many times the job entered the queue: once when it was made, once more each time it was handed back."""
+    query = (
+        select(func.count())
+        .select_from(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.type == JobEventType.QUEUED.value)
+    )
+    return int(await session.scalar(query) or 0)
 
 
 async def events_after(session: AsyncSession, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
