@@ -5,16 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from portico.auth.authenticator import Authenticator
 from portico.auth.keys import load_or_create_server_secret, parse_key
 from portico.auth.principal import ALL_SCOPES, Principal, effective_policy
 from portico.limits.base import FailurePolicy, Limiter
 from portico.limits.memory import MemoryLimiter
 from portico.limits.redis import RedisLimiter
+from portico.redis_client import redis_client
 from portico.services.admin import AdminService
 from portico.services.usage import UsageService
 from portico.settings import Settings, TierSettings
@@ -39,14 +36,7 @@ def build_limiter(settings: Settings) -> Limiter:
     if settings.limits.backend == "memory":
         return MemoryLimiter(lease_s=settings.limits.concurrency_lease_s)
     assert settings.redis_url is not None  # Settings validates this
-    # One immediate retry (a pooled connection may have died with a Redis restart), then the failure policy:
-    # redis-py's default backoff would hold every request for seconds while Redis is down.
-    client = Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-        socket_timeout=REDIS_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = redis_client(settings.redis_url, timeout_s=REDIS_TIMEOUT_S)
     return RedisLimiter(
         client, on_error=FailurePolicy(settings.limits.on_redis_error), lease_s=settings.limits.concurrency_lease_s
     )
