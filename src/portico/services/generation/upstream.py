@@ -263,28 +263,30 @@ class UpstreamBackend:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _events(self, opened: _OpenStream, request: _Request, charge: Charge) -> AsyncGenerator[Event, None]:
-        """The upstream's chunks as events; counted with the upstream's usage, or without one (the client left
-        first, or the upstream sent none) with the prompt estimate and the streamed characters."""
+        """The upstream's chunks as events. Counted when they end, however they end (the caller closes them
+        before it settles): with the upstream's usage, or without one (the client left first, or the upstream
+        sent none) with the prompt estimate and the streamed characters."""
         opened.started = True
         usage: TokenUsage | None = None
         chars = 0
         try:
             async for chunk in opened.payloads():
-                usage = _usage(chunk.get("usage")) or usage
+                if "usage" in chunk:
+                    usage = _usage(chunk["usage"]) or usage
                 for choice in _choices(self.served, chunk.get("choices")):
                     index = int(choice.get("index", 0))
                     if text := _choice_text(choice):
-                        charge.first_token()
+                        if not chars:
+                            charge.first_token()
                         chars += len(text)
-                        charge.count(TokenUsage(request.prompt_estimate, _tokens(chars)))
                         yield TextDelta(index, text)
                     if choice.get("finish_reason") is not None:
                         yield ChoiceEnd(index, _finish(self.served, choice["finish_reason"]))
-                if usage is not None:
-                    charge.count(usage)
         except BaseException as exc:
             opened.dispatch.end(exc)
             raise
+        finally:
+            charge.count(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
         opened.dispatch.end(None)
         yield UsageReport(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
 
