@@ -282,14 +282,13 @@ class UpstreamBackend:
                         yield TextDelta(index, text)
                     if choice.get("finish_reason") is not None:
                         yield ChoiceEnd(index, _finish(self.served, choice["finish_reason"]))
-            usage = usage or TokenUsage(request.prompt_estimate, _tokens(chars))
         except BaseException as exc:
             opened.dispatch.end(exc)
             raise
         finally:
             charge.count(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
         opened.dispatch.end(None)
-        yield UsageReport(usage)
+        yield UsageReport(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
 
 
 def _with_estimate(request: _Request, field: str, max_tokens: int | None, choices: int, window: int) -> _Request:
