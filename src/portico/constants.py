@@ -72,6 +72,9 @@ def new_id(prefix: str) -> str:
 class FinishReason(StrEnum):
     STOP = "stop"  # the model ended its answer or a stop sequence matched
     LENGTH = "length"  # max_tokens (or the context window) was reached
+    TOOL_CALLS = "tool_calls"  # the answer is one or more tool calls
+    FUNCTION_CALL = "function_call"  # the same, for a request that used the legacy `functions`
+    CONTENT_FILTER = "content_filter"  # an upstream's filter stopped the answer
     CANCELLED = "cancelled"  # the client went away or the request was cancelled; never sent on the wire
 
 
@@ -80,6 +83,8 @@ class Capability(StrEnum):
     COMPLETIONS = "completions"  # /v1/completions
     TOKENIZE = "tokenize"  # /v1/tokenize
     JSON_MODE = "json_mode"  # response_format json_object / json_schema is enforced
+    TOOLS = "tools"  # tool calls (grammar-constrained on the embedded engine)
+    LOGPROBS = "logprobs"  # logprobs / top_logprobs from the engine's token probabilities
     EMBEDDINGS = "embeddings"  # /v1/embeddings
 
 

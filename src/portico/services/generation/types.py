@@ -43,9 +43,39 @@ class Call:
 
 # -- stream events -----------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
+class TopToken:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log probability, and the most likely tokens at its place (``top_logprobs``)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopToken, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     index: int
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens that made ``text``, when the request asked
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """Part of choice ``index``'s tool call number ``call``: its first delta has ``id`` and ``name``, the
+    following ones fragments of its JSON ``arguments``, in order."""
+
+    index: int
+    call: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +91,7 @@ class UsageReport:
     usage: TokenUsage
 
 
-Event = TextDelta | ChoiceEnd | UsageReport
+Event = TextDelta | ToolCallDelta | ChoiceEnd | UsageReport
 
 
 # -- answers ---------------------------------------------------------------------------------------------
@@ -74,9 +104,18 @@ class Origin:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
 class Choice:
     text: str
     finish_reason: FinishReason
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
 
 
 @dataclass(frozen=True, slots=True)
