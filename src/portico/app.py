@@ -34,7 +34,7 @@ from portico.api import (
 from portico.api.errors import install_error_handlers
 from portico.api.idempotency import IdempotencyMiddleware
 from portico.api.middleware import BodyLimitMiddleware, ModelVersionMiddleware, RequestContextMiddleware
-from portico.api.responses import ERROR_RANGES
+from portico.api.rendering import ERROR_RANGES
 from portico.api.streaming import OpenStreams, StreamSlots
 from portico.api.uploads import MULTIPART_OVERHEAD_BYTES
 from portico.constants import GZIP_LEVEL, GZIP_MINIMUM_BYTES

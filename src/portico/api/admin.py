@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from portico.api.deps import AdminDep, PrincipalDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.admin import (
     Deleted,

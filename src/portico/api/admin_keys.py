@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from portico.api.admin import JSON_BODY, Limit, admin_router
 from portico.api.deps import AdminDep, PrincipalDep
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.schemas.admin import (
     CreatedKeyObject,
     KeyCreateRequest,

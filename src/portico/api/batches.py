@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from portico.api.deps import BatchesDep, PrincipalDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.batches import (
     BatchCreateRequest,

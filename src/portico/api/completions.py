@@ -8,7 +8,7 @@ from starlette.responses import Response
 from portico.api.caching import CacheModeDep, SemanticCacheDep
 from portico.api.deps import PipelineDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, STREAM_DOC, generated_response, generation_stream
+from portico.api.rendering import GENERATION_ERRORS, STREAM_DOC, generated_response, generation_stream
 from portico.constants import Scope
 from portico.schemas.completions import Completion, CompletionRequest
 from portico.services.generation.types import ENDPOINT_COMPLETIONS, Call

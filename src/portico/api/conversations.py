@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from portico.api.deps import ConversationsDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import (
+from portico.api.rendering import (
     GENERATION_ERRORS,
     STREAM_DOC,
     error_responses,

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from portico.api.caching import CacheModeDep
 from portico.api.deps import PipelineDep, PrincipalDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import error_responses, generated_response
+from portico.api.rendering import error_responses, generated_response
 from portico.constants import Scope
 from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
 from portico.services.generation.types import ENDPOINT_EMBEDDINGS

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, Response
 
 from portico.api.deps import FilesDep, PrincipalDep, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.api.uploads import receive_upload
 from portico.constants import Scope
 from portico.errors import InvalidRequest

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from portico.api.deps import RuntimeDep, SettingsDep
-from portico.api.responses import json_response
+from portico.api.rendering import json_response
 from portico.errors import PorticoError
 from portico.schemas.health import Health, Readiness
 

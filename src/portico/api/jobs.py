@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from portico.api.deps import JobsDep, PrincipalDep, SettingsDep, require_json, require_scope
 from portico.api.errors import translate_validation_error
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.api.streaming import NamedEvent, sse_response
 from portico.constants import HEADER_LOCATION, JobStatus, Scope
 from portico.errors import InvalidRequest

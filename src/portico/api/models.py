@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from portico.api.deps import PipelineDep, PrincipalDep, RegistryDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
-from portico.api.responses import GENERATION_ERRORS, error_responses, generated_response, json_response
+from portico.api.rendering import GENERATION_ERRORS, error_responses, generated_response, json_response
 from portico.api.versioning import unix_seconds
 from portico.constants import OWNED_BY, Scope
 from portico.engines.registry import ServedModel

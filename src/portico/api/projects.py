@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from portico.api.deps import AdminDep, DatabaseDep, PipelineDep, PrincipalDep, SettingsDep, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.admin import ErasedCounts, ProjectDataDeletion
 from portico.services.data_deletion import erase_project_data

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from portico.api.deps import PrincipalDep, StoredCompletionsDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.stored_completions import (
     StoredChatCompletion,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from portico.api.deps import PipelineDep, require_json, require_scope
-from portico.api.responses import error_responses, json_response
+from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.tokenize import TokenizeRequest, TokenizeResponse
 
