@@ -35,6 +35,15 @@ class ChatPrompt:
 
 
 @dataclass(frozen=True, slots=True)
+class Grammar:
+    """A llama.cpp grammar (GBNF) the output must follow: from the first token, or (lazy) from where
+    ``trigger`` first appears in the text, free before it."""
+
+    gbnf: str
+    trigger: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
@@ -45,6 +54,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # None: free text. {}: any JSON object. Otherwise: a JSON schema the output must satisfy.
     json_schema: dict[str, Any] | None = None
+    grammar: Grammar | None = None  # tool calls (never together with json_schema)
+    logprobs: int | None = None  # None: none; k: each token's logprob and the k most likely at its place
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +68,27 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TopToken:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log probability, and the most likely tokens at its place (``top_logprobs``)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopToken, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TokenDelta:
     index: int
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens that made ``text``, when the request asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +163,8 @@ class Generation:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def push(self, index: int, text: str) -> None:
-        self._put(TokenDelta(index, text))
+    def push(self, index: int, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> None:
+        self._put(TokenDelta(index, text, logprobs))
 
     def finish_choice(self, index: int, reason: FinishReason) -> None:
         self._put(ChoiceFinished(index, reason))

@@ -15,16 +15,28 @@ from __future__ import annotations
 
 import codecs
 import logging
+import math
 import queue
 import random
+import re
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from portico.constants import FinishReason
-from portico.engines.base import EngineStats, Generation, GenerationRequest, Outbox, SamplingParams
-from portico.engines.grammar import json_grammar
+from portico.engines.base import (
+    EngineStats,
+    Generation,
+    GenerationRequest,
+    Outbox,
+    SamplingParams,
+    TokenLogprob,
+    TopToken,
+)
+from portico.engines.grammar import compiled, json_grammar
 from portico.engines.stops import StopFilter
 from portico.errors import EngineError
 from portico.observability import metrics
@@ -57,6 +69,8 @@ class _Choice:
     decoder: codecs.IncrementalDecoder
     produced: int = 0
     next_token: int | None = None  # sampled, not yet decoded into the KV cache
+    # Logprobs of tokens whose text the stop filter or the UTF-8 decoder still holds: sent with that text.
+    pending: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -243,9 +257,17 @@ class DecodeLoop:
 
     def _sampler(self, params: SamplingParams, index: int) -> Any:
         sampler = self._internals.LlamaSampler()
+        if params.logit_bias:
+            sampler.add_logit_bias(self._n_vocab, dict(params.logit_bias))
         sampler.add_penalties(self._n_vocab, PENALTY_LAST_N, 1.0, params.frequency_penalty, params.presence_penalty)
         if params.json_schema is not None:
             sampler.add_grammar(self._llama._model, json_grammar(params.json_schema))
+        if (grammar := params.grammar) is not None:
+            if grammar.trigger is None:
+                sampler.add_grammar(self._llama._model, compiled(grammar.gbnf))
+            else:  # free text until the trigger, the grammar from it on
+                pattern = rf"[\s\S]*?({re.escape(grammar.trigger)})[\s\S]*"
+                sampler.add_grammar_lazy_patterns(self._llama._model, compiled(grammar.gbnf), [pattern], [])
         if params.temperature == 0:
             sampler.add_greedy()
             return sampler
@@ -325,8 +347,11 @@ class DecodeLoop:
         generation.completion_tokens += 1
         self._stats.tokens_generated += 1
         piece = self._llama.detokenize([token])
+        if (top := choice.owner.request.params.logprobs) is not None:
+            choice.pending.append(self._logprob(position, token, piece, top))
         if text := choice.stops.feed(choice.decoder.decode(piece)):
-            generation.push(choice.index, text)
+            generation.push(choice.index, text, tuple(choice.pending))
+            choice.pending.clear()
         if choice.stops.stopped:
             self._end_choice(choice, FinishReason.STOP)
         elif choice.produced >= choice.owner.request.params.max_tokens or len(choice.slot.cached) >= self._slot_context:
@@ -334,12 +359,31 @@ class DecodeLoop:
         else:
             choice.next_token = token
 
+    def _logprob(self, position: int, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """``token``'s log probability under the model's distribution at ``position`` (before the sampling
+        settings reshape it), and the ``top`` most likely tokens there."""
+        logits = np.ctypeslib.as_array(
+            self._llama_cpp.llama_get_logits_ith(self._context.ctx, position), shape=(self._n_vocab,)
+        )
+        peak = float(logits.max())
+        normalizer = peak + math.log(float(np.exp(logits - peak).sum()))
+        alternatives: tuple[TopToken, ...] = ()
+        if top:
+            best = np.argpartition(logits, -top)[-top:]
+            best = best[np.argsort(logits[best])[::-1]]
+            alternatives = tuple(self._top_token(int(t), float(logits[t]) - normalizer) for t in best)
+        return TokenLogprob(_text(piece), float(logits[token]) - normalizer, tuple(piece), alternatives)
+
+    def _top_token(self, token: int, logprob: float) -> TopToken:
+        piece = self._llama.detokenize([token])
+        return TopToken(_text(piece), logprob, tuple(piece))
+
     def _end_choice(self, choice: _Choice, reason: FinishReason) -> None:
         generation = choice.owner.generation
         if reason is not FinishReason.CANCELLED:
             tail = choice.stops.feed(choice.decoder.decode(b"", final=True)) + choice.stops.flush()
             if tail:
-                generation.push(choice.index, tail)
+                generation.push(choice.index, tail, tuple(choice.pending))
         generation.finish_choice(choice.index, reason)
         choice.next_token = None
         choice.slot.busy = False
@@ -397,6 +441,11 @@ class DecodeLoop:
         self._retire_finished()
         while self._waiting:
             self._end_unplaced(self._waiting.popleft())
+
+
+def _text(piece: bytes) -> str:
+    """A token's text; a token holding part of a UTF-8 character shows as its bytes (OpenAI's ``bytes``)."""
+    return piece.decode("utf-8", errors="backslashreplace")
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -1,6 +1,8 @@
 """A deterministic engine that answers with the user's own words: the test double that ships in the package.
 
-It tokenizes on whitespace, reports real usage, honours max_tokens, stop sequences and JSON mode, and can be
+It tokenizes on whitespace, reports real usage, honours max_tokens, stop sequences and JSON mode, reports
+logprobs (0: each piece is certain), ignores grammars (a user message written as a tool call comes back as
+one, which the pipeline reads like a model's), and can be
 paced (tokens per second, first-token latency) so tests and load benchmarks can model a real engine.
 """
 
@@ -19,6 +21,8 @@ from portico.engines.base import (
     EngineStats,
     Generation,
     GenerationRequest,
+    TokenLogprob,
+    TopToken,
 )
 from portico.engines.stops import StopFilter
 from portico.settings import EchoModel
@@ -33,8 +37,25 @@ def split_pieces(text: str) -> list[str]:
     return _PIECE.findall(text)
 
 
+def _certain(piece: str, top: int | None) -> tuple[TokenLogprob, ...]:
+    """Echo's logprobs: it always says the one thing, so each piece has probability 1."""
+    if top is None:
+        return ()
+    raw = tuple(piece.encode())
+    return (TokenLogprob(piece, 0.0, raw, (TopToken(piece, 0.0, raw),)[:top]),)
+
+
 class EchoEngine:
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
+    capabilities = frozenset(
+        {
+            Capability.CHAT,
+            Capability.COMPLETIONS,
+            Capability.TOKENIZE,
+            Capability.JSON_MODE,
+            Capability.TOOLS,
+            Capability.LOGPROBS,
+        }
+    )
 
     def __init__(self, settings: EchoModel) -> None:
         self.context_window = settings.context_window or _DEFAULT_CONTEXT_WINDOW
@@ -102,7 +123,7 @@ class EchoEngine:
             generation.completion_tokens += 1
             self.stats.tokens_generated += 1
             if text := stops.feed(piece):
-                generation.push(index, text)
+                generation.push(index, text, _certain(piece, request.params.logprobs))
             if stops.stopped:
                 return FinishReason.STOP
         if tail := stops.flush():

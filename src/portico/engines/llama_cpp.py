@@ -34,7 +34,16 @@ def bundled_gguf() -> Path:
 
 
 class LlamaCppEngine:
-    capabilities = frozenset({Capability.CHAT, Capability.COMPLETIONS, Capability.TOKENIZE, Capability.JSON_MODE})
+    capabilities = frozenset(
+        {
+            Capability.CHAT,
+            Capability.COMPLETIONS,
+            Capability.TOKENIZE,
+            Capability.JSON_MODE,
+            Capability.TOOLS,
+            Capability.LOGPROBS,
+        }
+    )
 
     def __init__(self, settings: LlamaCppModel) -> None:
         self._settings = settings

@@ -178,9 +178,6 @@ class ChatCompletionRequest(GenerationFields):
     )
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
-        default=None, description="Token id (as a string) to a bias from -100 to 100 added to its logit."
-    )
     modalities: list[Literal["text", "audio"]] | None = None
     audio: Payload | None = None
     prediction: Payload | None = None

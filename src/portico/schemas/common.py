@@ -75,6 +75,9 @@ class GenerationFields(SamplingFields):
     stream_options: StreamOptions | None = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, description="Token id (as a string) to a bias from -100 to 100 added to its logit."
+    )
 
 
 class PromptTokensDetails(BaseModel):

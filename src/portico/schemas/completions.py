@@ -11,16 +11,29 @@ from portico.schemas.common import GenerationFields, Usage
 
 class CompletionRequest(GenerationFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=32)]
+    echo: bool = Field(default=False, description="Begin each choice's text with its prompt.")
+    logprobs: int | None = Field(default=None, ge=0, le=5, description="Each token's logprob and the k most likely.")
+    suffix: str | None = Field(default=None, description="Text after the completion (fill in the middle).")
+    best_of: int | None = Field(default=None, ge=1, le=20)
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy logprobs shape: one entry per token in each list."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
+    finish_reason: Literal["stop", "length", "content_filter"] | None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(BaseModel):

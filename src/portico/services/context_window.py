@@ -209,7 +209,7 @@ class ContextFitter:
         answer = generated.body
         assert isinstance(answer, ChatCompletion)
         (choice,) = answer.choices
-        content = choice.message.content.strip()
+        content = (choice.message.content or "").strip()
         return ConversationMessage(
             id=new_id(PREFIX_MESSAGE),
             conversation_id=conversation.id,

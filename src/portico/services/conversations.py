@@ -42,7 +42,14 @@ from portico.services import context_window as window_rules
 from portico.services.context_window import ContextFitter, Fitting, usage_record
 from portico.services.generation.chunks import charged_usage, wire_usage
 from portico.services.generation.pipeline import Pipeline, Streamed
-from portico.services.generation.types import ENDPOINT_CONVERSATION_MESSAGES, Call, Event, TextDelta, UsageReport
+from portico.services.generation.types import (
+    ENDPOINT_CONVERSATION_MESSAGES,
+    Call,
+    ChoiceEnd,
+    Event,
+    TextDelta,
+    UsageReport,
+)
 from portico.services.locks import KeyedLocks
 from portico.settings import Settings
 from portico.storage import conversations as queries
@@ -196,7 +203,9 @@ class ConversationService:
             assert isinstance(answer, ChatCompletion)
             (choice,) = answer.choices
             finish = FinishReason(choice.finish_reason)
-            assistant = await self._store(turn, answer.model, choice.message.content, finish, answer.usage, "completed")
+            assistant = await self._store(
+                turn, answer.model, choice.message.content or "", finish, answer.usage, "completed"
+            )
             return Turn(turn.user, assistant, turn.context, generated.charge)
         except asyncio.CancelledError:
             handed_off = self._store_later(turn, "".join(parts))
@@ -234,7 +243,7 @@ class ConversationService:
                         continue
                     if isinstance(event, TextDelta):
                         parts.append(event.text)
-                    else:
+                    elif isinstance(event, ChoiceEnd):
                         finish = event.finish_reason
                     yield event
             if report is not None:

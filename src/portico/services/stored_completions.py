@@ -8,17 +8,15 @@ finishes, before its ``[DONE]``; a stream the client left half-way is not stored
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncGenerator, Mapping
 
 from portico.auth.principal import Principal
-from portico.constants import FinishReason
 from portico.engines.registry import ModelRegistry
 from portico.errors import InvalidRequest, ModelNotFound, ModelRetired, NotFound
-from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest
+from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.schemas.stored_completions import StoredChatCompletion, StoredMessage
-from portico.services.generation.chunks import charged_usage
-from portico.services.generation.types import Event, TextDelta, UsageReport
+from portico.services.generation.chunks import chat_body
+from portico.services.generation.types import Answer, Event, Origin, Transcript, UsageReport
 from portico.storage import stored_completions as queries
 from portico.storage.database import Database
 from portico.storage.paging import Order, Page, page_in_memory
@@ -86,35 +84,18 @@ class StoredCompletionService:
     ) -> AsyncGenerator[Event, None]:
         """``events`` passed through. The usage report is held back until the generation has ended and the
         assembled completion is stored, so a client that saw ``[DONE]`` finds it stored."""
-        created = int(time.time())
-        texts: dict[int, list[str]] = {}
-        ends: dict[int, FinishReason] = {}
+        transcript = Transcript(logprobs=bool(request.logprobs))
         report: UsageReport | None = None
         async for event in events:
             if isinstance(event, UsageReport):
                 report = event
                 continue
-            if isinstance(event, TextDelta):
-                texts.setdefault(event.index, []).append(event.text)
-            else:
-                ends[event.index] = event.finish_reason
+            transcript.add(event)
             yield event
         if report is None:
             return
-        choices = [
-            ChatChoice(
-                index=index,
-                message=AssistantMessage(content="".join(texts.get(index, []))),
-                finish_reason=ends[index].value,
-            )
-            for index in sorted(ends)
-        ]
-        usage = charged_usage(report.usage, charge)
-        await self.save(
-            principal,
-            request,
-            ChatCompletion(id=completion_id, created=created, model=model, choices=choices, usage=usage),
-        )
+        answer = Answer(transcript.choices(), report.usage, Origin(model, model))
+        await self.save(principal, request, chat_body(answer, charge, request, completion_id=completion_id))
         yield report
 
     async def get(self, principal: Principal, completion_id: str) -> StoredCompletion:

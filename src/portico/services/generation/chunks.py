@@ -11,13 +11,33 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, PREFIX_PREDICTION, new_id
-from portico.schemas.chat import AssistantMessage, ChatChoice, ChatCompletion
+from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, PREFIX_PREDICTION, FinishReason, new_id
+from portico.schemas.chat import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ToolCall,
+    ToolCallFunction,
+    TopLogprob,
+)
+from portico.schemas.chat import TokenLogprob as WireTokenLogprob
 from portico.schemas.common import PromptTokensDetails, Usage
-from portico.schemas.completions import Completion, CompletionChoice
+from portico.schemas.completions import Completion, CompletionChoice, CompletionLogprobs
 from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingUsage
 from portico.schemas.models import Prediction
-from portico.services.generation.types import Answer, ChoiceEnd, Event, TextDelta, Vectors
+from portico.services.generation.types import (
+    Answer,
+    Choice,
+    ChoiceEnd,
+    Event,
+    TextDelta,
+    TokenLogprob,
+    ToolCallDelta,
+    UsageReport,
+    Vectors,
+)
 from portico.usage.meter import Charge
 from portico.usage.tokens import TokenUsage
 
@@ -39,14 +59,71 @@ def charged_usage(usage: TokenUsage, charge: Charge) -> Usage:
     return wire_usage(usage, charge.cost_of(usage))
 
 
+# -- pieces ---------------------------------------------------------------------------------------------
+def _token(logprob: TokenLogprob) -> WireTokenLogprob:
+    return WireTokenLogprob(
+        token=logprob.token,
+        logprob=logprob.logprob,
+        bytes=list(logprob.bytes),
+        top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in logprob.top],
+    )
+
+
+def _chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChoiceLogprobs | None:
+    return None if logprobs is None else ChoiceLogprobs(content=[_token(t) for t in logprobs])
+
+
+def _completion_logprobs(logprobs: tuple[TokenLogprob, ...] | None, offset: int) -> CompletionLogprobs | None:
+    """The legacy shape; ``offset``: where the first token's text begins in the choice's text."""
+    if logprobs is None:
+        return None
+    offsets = []
+    for token in logprobs:
+        offsets.append(offset)
+        offset += len(token.token)
+    return CompletionLogprobs(
+        tokens=[t.token for t in logprobs],
+        token_logprobs=[t.logprob for t in logprobs],
+        top_logprobs=[{top.token: top.logprob for top in t.top} for t in logprobs],
+        text_offset=offsets,
+    )
+
+
+def _finish(reason: FinishReason, legacy: bool) -> str:
+    """The wire name; a request that used the legacy ``functions`` hears ``function_call``."""
+    return FinishReason.FUNCTION_CALL.value if legacy and reason is FinishReason.TOOL_CALLS else reason.value
+
+
+def _message(choice: Choice, legacy: bool) -> AssistantMessage:
+    calls = [
+        ToolCall(id=c.id, function=ToolCallFunction(name=c.name, arguments=c.arguments)) for c in choice.tool_calls
+    ]
+    content = choice.text if choice.text or not calls else None
+    if legacy and calls:
+        return AssistantMessage(content=content, function_call=calls[0].function)
+    return AssistantMessage(content=content, tool_calls=calls or None)
+
+
+def legacy_functions(body: ChatCompletionRequest) -> bool:
+    return body.functions is not None
+
+
 # -- sync bodies ------------------------------------------------------------------------------------------
-def chat_body(answer: Answer, charge: Charge) -> ChatCompletion:
+def chat_body(
+    answer: Answer, charge: Charge, body: ChatCompletionRequest, *, completion_id: str | None = None
+) -> ChatCompletion:
+    legacy = legacy_functions(body)
     return ChatCompletion(
-        id=new_id(PREFIX_CHAT_COMPLETION),
+        id=completion_id or new_id(PREFIX_CHAT_COMPLETION),
         created=int(time.time()),
         model=answer.origin.snapshot,
         choices=[
-            ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason.value)
+            ChatChoice(
+                index=i,
+                message=_message(c, legacy),
+                finish_reason=_finish(c.finish_reason, legacy),
+                logprobs=_chat_logprobs(c.logprobs),
+            )
             for i, c in enumerate(answer.choices)
         ],
         usage=charged_usage(answer.usage, charge),
@@ -59,7 +136,12 @@ def completion_body(answer: Answer, charge: Charge) -> Completion:
         created=int(time.time()),
         model=answer.origin.snapshot,
         choices=[
-            CompletionChoice(index=i, text=c.text, finish_reason=c.finish_reason.value)
+            CompletionChoice(
+                index=i,
+                text=c.text,
+                finish_reason=c.finish_reason.value,
+                logprobs=_completion_logprobs(c.logprobs, len(c.text) - sum(len(t.token) for t in c.logprobs or ())),
+            )
             for i, c in enumerate(answer.choices)
         ],
         usage=charged_usage(answer.usage, charge),
@@ -72,7 +154,7 @@ def prediction_body(completion: ChatCompletion) -> Prediction:
         id=new_id(PREFIX_PREDICTION),
         created=completion.created,
         model=completion.model,
-        output=choice.message.content,
+        output=choice.message.content or "",
         finish_reason=choice.finish_reason,
         usage=completion.usage,
     )
@@ -112,7 +194,7 @@ def replayed(model: type[_M], stored: dict[str, Any]) -> _M:
 def choice_texts(body: BaseModel) -> list[tuple[int, str]]:
     """(index, text) of each choice of a chat completion or completion body."""
     if isinstance(body, ChatCompletion):
-        return [(choice.index, choice.message.content) for choice in body.choices]
+        return [(choice.index, choice.message.content or "") for choice in body.choices]
     if isinstance(body, Completion):
         return [(choice.index, choice.text) for choice in body.choices]
     return []
@@ -134,41 +216,66 @@ async def chat_chunks(
     *,
     completion_id: str,
     model: str,
-    n: int,
+    body: ChatCompletionRequest,
     include_usage: bool,
     usage_extras: dict[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """OpenAI's chunk sequence: a role chunk per choice, content deltas, a finish chunk, then usage if asked
-    (with ``usage_extras`` added to that last chunk)."""
+    """OpenAI's chunk sequence: a role chunk per choice, content and tool-call deltas, a finish chunk, then
+    usage if asked (with ``usage_extras`` added to that last chunk)."""
     head = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    legacy = legacy_functions(body)
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**head, "choices": choices, **extra}
 
-    for index in range(n):
-        yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    def choice(index: int, delta: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return chunk([{"index": index, "delta": delta, "finish_reason": None, **extra}])
+
+    for index in range(body.n):
+        yield choice(index, {"role": "assistant", "content": ""})
     async for event in events:
         if isinstance(event, TextDelta):
-            yield chunk([{"index": event.index, "delta": {"content": event.text}, "finish_reason": None}])
+            logprobs = _chat_logprobs(event.logprobs) if body.logprobs else None
+            yield choice(event.index, {"content": event.text}, logprobs=logprobs and logprobs.model_dump())
+        elif isinstance(event, ToolCallDelta):
+            yield choice(event.index, _tool_call_delta(event, legacy))
         elif isinstance(event, ChoiceEnd):
-            yield chunk([{"index": event.index, "delta": {}, "finish_reason": event.finish_reason.value}])
+            yield chunk([{"index": event.index, "delta": {}, "finish_reason": _finish(event.finish_reason, legacy)}])
         elif include_usage:
             yield chunk([], **usage_chunk_extras(event.usage, charge), **(usage_extras or {}))
+
+
+def _tool_call_delta(event: ToolCallDelta, legacy: bool) -> dict[str, Any]:
+    """A call's first delta names it (with its id); the following ones carry fragments of its arguments."""
+    function: dict[str, Any] = {"arguments": event.arguments}
+    if event.name is not None:
+        function["name"] = event.name
+    if legacy:
+        return {"function_call": function}
+    call: dict[str, Any] = {"index": event.call, "function": function}
+    if event.id is not None:
+        call.update(id=event.id, type="function")
+    return {"tool_calls": [call]}
 
 
 async def completion_chunks(
     events: AsyncIterator[Event], charge: Charge, *, completion_id: str, model: str, include_usage: bool
 ) -> AsyncIterator[dict[str, Any]]:
     head = {"id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model}
+    offsets: dict[int, int] = {}
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**head, "choices": choices, **extra}
 
     async for event in events:
         if isinstance(event, TextDelta):
-            yield chunk([{"index": event.index, "text": event.text, "finish_reason": None, "logprobs": None}])
+            offset = offsets.get(event.index, 0)
+            offsets[event.index] = offset + len(event.text)
+            logprobs = _completion_logprobs(event.logprobs or None, offset)
+            text = {"index": event.index, "text": event.text, "finish_reason": None}
+            yield chunk([{**text, "logprobs": logprobs and logprobs.model_dump()}])
         elif isinstance(event, ChoiceEnd):
             finish = event.finish_reason.value
             yield chunk([{"index": event.index, "text": "", "finish_reason": finish, "logprobs": None}])
-        elif include_usage:
+        elif isinstance(event, UsageReport) and include_usage:
             yield chunk([], **usage_chunk_extras(event.usage, charge))

@@ -18,16 +18,17 @@ from portico.errors import EngineUnavailable, GenerationTimeout
 from portico.schemas.embeddings import EmbeddingRequest
 from portico.services.embeddings import prepare_embedding
 from portico.services.generation.prompts import Prepared, prepare
+from portico.services.generation.tool_calls import CallReader
 from portico.services.generation.types import (
     Answer,
     Call,
-    Choice,
     ChoiceEnd,
     Event,
     Opened,
     Origin,
     TextDelta,
     TextRequest,
+    Transcript,
     UsageReport,
     Vectors,
 )
@@ -63,28 +64,20 @@ class LocalBackend:
         interactive ``request_timeout_s``; background work allows longer)."""
         prepared = await self._admitted(call, charge)
         limit_s = call.timeout_s or self._timeout_s
-        parts: list[list[str]] = [[] for _ in range(prepared.choice_count)]
-        ends: dict[int, FinishReason] = {}
-        usage = TokenUsage()
+        transcript = Transcript(logprobs=prepared.params.logprobs is not None)
         async with self.served.queue.slot(call.priority):
             try:
                 async with asyncio.timeout(limit_s):
                     async for event in _events(prepared, charge):
-                        if isinstance(event, TextDelta):
-                            parts[event.index].append(event.text)
-                            if call.on_delta is not None:
-                                call.on_delta(event.index, event.text)
-                        elif isinstance(event, ChoiceEnd):
-                            ends[event.index] = event.finish_reason
-                        else:
-                            usage = event.usage
+                        transcript.add(event)
+                        if isinstance(event, TextDelta) and call.on_delta is not None:
+                            call.on_delta(event.index, event.text)
             except TimeoutError:
                 raise GenerationTimeout(
                     f"Generation did not finish within {limit_s:g} s. "
                     "Lower max_tokens, or use stream: true to receive tokens as they are made."
                 ) from None
-        choices = [Choice("".join(parts[index]), ends[index]) for index in range(prepared.choice_count)]
-        return Answer(choices, usage, self.origin)
+        return Answer(transcript.choices(), transcript.usage, self.origin)
 
     async def stream(self, call: Call, charge: Charge) -> Opened:
         """Admitted, with room in the engine's queue (a full queue is a 503 now, before any header is sent)."""
@@ -115,7 +108,8 @@ class LocalBackend:
 
 async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, None]:
     """Each prompt's choices (interleaved as the engine makes them), then one UsageReport for all; the usage
-    so far is counted on ``charge`` after every prompt and whenever the generation stops."""
+    so far is counted on ``charge`` after every prompt and whenever the generation stops. A request with
+    tools has each choice's text read for calls."""
     used = TokenUsage()
     for number, prompt in enumerate(prepared.prompts):
         first_index = number * prepared.n
@@ -123,15 +117,24 @@ async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, N
         generation = prepared.engine.generate(request)
         started = used + TokenUsage(len(prompt.tokens))
         charge.count(started)
+        readers = {i: CallReader(first_index + i) for i in range(prepared.n)} if prepared.tools else {}
+        if prepared.echo:
+            for index in range(first_index, first_index + prepared.n):
+                yield TextDelta(index, prompt.text)
         try:
             async for event in generation:
+                index, reader = first_index + event.index, readers.get(event.index)
                 if isinstance(event, TokenDelta):
                     charge.first_token()
-                    yield TextDelta(first_index + event.index, event.text)
+                    delta = TextDelta(index, event.text, event.logprobs)
+                    for item in reader.feed(delta) if reader else [delta]:
+                        yield item
                     continue
                 if event.reason is FinishReason.CANCELLED:
                     raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")
-                yield ChoiceEnd(first_index + event.index, event.reason)
+                end = ChoiceEnd(index, event.reason)
+                for item in reader.end(end) if reader else [end]:
+                    yield item
         finally:
             # A no-op after a normal end; stops the decode loop when we were cancelled or timed out.
             generation.cancel()

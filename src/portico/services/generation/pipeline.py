@@ -109,7 +109,7 @@ class Streamed:
                 self.charge,
                 completion_id=chunk_id,
                 model=self.model,
-                n=body.n,
+                body=body,
                 include_usage=include_usage,
                 usage_extras=usage_extras,
             )
@@ -209,7 +209,11 @@ class Pipeline:
             return replace(replayed, similarity=similar.similarity)
         with charge.settling():
             answer = await way.complete(call, charge)
-        body = chunks.chat_body(answer, charge) if call.chat else chunks.completion_body(answer, charge)
+        body = (
+            chunks.chat_body(answer, charge, call.body)
+            if isinstance(call.body, ChatCompletionRequest)
+            else chunks.completion_body(answer, charge)
+        )
         missed = CacheStatus.MISS in (lookup.status, similar.status)
         generated = Generated(body, charge, CacheStatus.MISS if missed else CacheStatus.BYPASS, answer.origin.served_by)
         if way.primary:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from portico.constants import CacheStatus, FinishReason, Priority
+from portico.engines.base import TokenLogprob as TokenLogprob  # re-exported: the pipeline's logprob type
+from portico.engines.base import TopToken as TopToken
 from portico.schemas.chat import ChatCompletionRequest
 from portico.schemas.completions import CompletionRequest
 from portico.schemas.embeddings import EmbeddingRequest
@@ -42,23 +44,6 @@ class Call:
 
 
 # -- stream events -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TopToken:
-    token: str
-    logprob: float
-    bytes: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    """One generated token's log probability, and the most likely tokens at its place (``top_logprobs``)."""
-
-    token: str
-    logprob: float
-    bytes: tuple[int, ...]
-    top: tuple[TopToken, ...] = ()
-
-
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     index: int
@@ -161,3 +146,42 @@ class Backend(Protocol):
 class CacheOutcome:
     status: CacheStatus = CacheStatus.BYPASS
     similarity: float | None = None  # a semantic hit's similarity (X-Cache-Similarity)
+
+
+@dataclass(slots=True)
+class Transcript:
+    """A stream's events gathered into whole choices: text, tool calls, logprobs and finish reasons."""
+
+    logprobs: bool = False  # keep each choice's logprobs (the request asked for them)
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    calls: dict[int, dict[int, list[str]]] = field(default_factory=dict)  # choice -> call -> [id, name, *arguments]
+    tokens: dict[int, list[TokenLogprob]] = field(default_factory=dict)
+    ends: dict[int, FinishReason] = field(default_factory=dict)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self.texts.setdefault(event.index, []).append(event.text)
+            self.tokens.setdefault(event.index, []).extend(event.logprobs)
+        elif isinstance(event, ToolCallDelta):
+            parts = self.calls.setdefault(event.index, {}).setdefault(event.call, [event.id or "", event.name or ""])
+            parts.append(event.arguments)
+        elif isinstance(event, ChoiceEnd):
+            self.ends[event.index] = event.finish_reason
+        else:
+            self.usage = event.usage
+
+    def choices(self) -> list[Choice]:
+        """The ended choices, in index order."""
+        return [
+            Choice(
+                "".join(self.texts.get(index, [])),
+                self.ends[index],
+                tuple(
+                    ToolCall(parts[0], parts[1], "".join(parts[2:]))
+                    for _, parts in sorted(self.calls.get(index, {}).items())
+                ),
+                tuple(self.tokens.get(index, [])) if self.logprobs else None,
+            )
+            for index in sorted(self.ends)
+        ]

@@ -3,8 +3,9 @@
 The request body, as Portico's schemas validated it, is sent re-serialized (unset fields left out) with ``model``
 replaced by the upstream's name for it; the answer is read into the pipeline's own answer and events, so it
 leaves Portico in the same wire shapes as a local model's, under Portico's snapshot and with the upstream's
-usage. There is no local tokenizer, so the limits reserve an estimate before the call — ``ceil(characters of
-the JSON-encoded messages / prompt / input ÷ 3)`` prompt tokens plus ``max_tokens`` (default: the model's
+usage (tool calls and logprobs included, relayed as they came). There is no local tokenizer, so the limits
+reserve an estimate before the call — ``ceil(characters of the JSON-encoded messages and tools / prompt /
+input ÷ 3)`` prompt tokens plus ``max_tokens`` (default: the model's
 context window) per choice — and settle with the upstream's actual usage. Streams ask the upstream for
 ``stream_options.include_usage`` so that usage is exact.
 
@@ -40,6 +41,10 @@ from portico.services.generation.types import (
     Origin,
     TextDelta,
     TextRequest,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TopToken,
     UsageReport,
     Vectors,
 )
@@ -78,6 +83,71 @@ def _choice_text(choice: dict[str, Any]) -> str:
     part = choice.get("message") or choice.get("delta")
     text = part.get("content") if isinstance(part, dict) else choice.get("text")
     return text if isinstance(text, str) else ""
+
+
+def _calls(choice: dict[str, Any]) -> tuple[ToolCall, ...]:
+    """The tool calls of a chat answer's choice (a legacy ``function_call`` as one call without an id)."""
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return ()
+    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    found = [ToolCall(str(c.get("id") or ""), *_function(c["function"])) for c in calls]
+    if isinstance(function := message.get("function_call"), dict):
+        found.append(ToolCall("", *_function(function)))
+    return tuple(found)
+
+
+def _function(function: dict[str, Any]) -> tuple[str, str]:
+    return str(function.get("name") or ""), str(function.get("arguments") or "")
+
+
+def _call_deltas(index: int, choice: dict[str, Any]) -> list[ToolCallDelta]:
+    """A stream chunk's tool-call deltas, relayed as they came (each call's own ``index``)."""
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return []
+    deltas = []
+    for call in delta.get("tool_calls") or []:
+        if isinstance(call, dict):
+            function = call.get("function")
+            name, arguments = _function(function) if isinstance(function, dict) else ("", "")
+            deltas.append(ToolCallDelta(index, int(call.get("index", 0)), call.get("id"), name or None, arguments))
+    if isinstance(function := delta.get("function_call"), dict):
+        name, arguments = _function(function)
+        deltas.append(ToolCallDelta(index, 0, None, name or None, arguments))
+    return deltas
+
+
+def _logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """A choice's logprobs, in chat's shape or the legacy completions one; None if it has none."""
+    raw = choice.get("logprobs")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        if isinstance(content := raw.get("content"), list):
+            return tuple(_token(t) for t in content)
+        tokens = raw.get("tokens") or []
+        tops = raw.get("top_logprobs") or [None] * len(tokens)
+        return tuple(
+            TokenLogprob(
+                token,
+                float(logprob or 0.0),
+                tuple(token.encode()),
+                tuple(TopToken(k, float(v), tuple(k.encode())) for k, v in (top or {}).items()),
+            )
+            for token, logprob, top in zip(tokens, raw.get("token_logprobs") or [], tops, strict=False)
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _token(raw: dict[str, Any]) -> TokenLogprob:
+    top = tuple(_top(alternative) for alternative in raw.get("top_logprobs") or [])
+    return TokenLogprob(raw["token"], float(raw["logprob"]), tuple(raw.get("bytes") or ()), top)
+
+
+def _top(raw: dict[str, Any]) -> TopToken:
+    return TopToken(raw["token"], float(raw["logprob"]), tuple(raw.get("bytes") or ()))
 
 
 def _malformed(served: ServedModel) -> UpstreamError:
@@ -129,7 +199,7 @@ class UpstreamBackend:
         await self._admit(request, charge)
         answer, deployment = await self._retrying(lambda d: self._post(d, request))
         choices = [
-            Choice(_choice_text(c), _finish(self.served, c.get("finish_reason")))
+            Choice(_choice_text(c), _finish(self.served, c.get("finish_reason")), _calls(c), _logprobs(c))
             for c in sorted(_choices(self.served, answer.get("choices")), key=lambda c: int(c.get("index", 0)))
         ]
         usage = _usage(answer.get("usage"))
@@ -169,7 +239,7 @@ class UpstreamBackend:
 
     async def embed(self, body: EmbeddingRequest, charge: Charge, priority: Priority) -> Vectors:
         request = self._request(Capability.EMBEDDINGS, "embeddings", body.model_dump(mode="json", exclude_unset=True))
-        request = _with_estimate(request, "input", 0, 0, self.engine.context_window)
+        request = _with_estimate(request, ("input",), 0, 0, self.engine.context_window)
         await self._admit(request, charge)
         answer, deployment = await self._retrying(lambda d: self._post(d, request))
         data = answer.get("data")
@@ -196,11 +266,15 @@ class UpstreamBackend:
         if isinstance(body, ChatCompletionRequest):
             request = self._request(Capability.CHAT, "chat/completions", payload)
             return _with_estimate(
-                request, "messages", body.max_completion_tokens or body.max_tokens, body.n, self.engine.context_window
+                request,
+                ("messages", "tools", "functions"),
+                body.max_completion_tokens or body.max_tokens,
+                body.n,
+                self.engine.context_window,
             )
         request = self._request(Capability.COMPLETIONS, "completions", payload)
         choices = body.n * len(body.prompts())
-        return _with_estimate(request, "prompt", body.max_tokens, choices, self.engine.context_window)
+        return _with_estimate(request, ("prompt",), body.max_tokens, choices, self.engine.context_window)
 
     def _request(self, capability: Capability, path: str, payload: dict[str, Any]) -> _Request:
         if capability not in self.engine.capabilities:
@@ -279,7 +353,12 @@ class UpstreamBackend:
                         if not chars:
                             charge.first_token()
                         chars += len(text)
-                        yield TextDelta(index, text)
+                        yield TextDelta(index, text, _logprobs(choice) or ())
+                    for delta in _call_deltas(index, choice):
+                        if not chars:
+                            charge.first_token()
+                        chars += len(delta.arguments) + len(delta.name or "")
+                        yield delta
                     if choice.get("finish_reason") is not None:
                         yield ChoiceEnd(index, _finish(self.served, choice["finish_reason"]))
         except BaseException as exc:
@@ -291,8 +370,12 @@ class UpstreamBackend:
         yield UsageReport(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
 
 
-def _with_estimate(request: _Request, field: str, max_tokens: int | None, choices: int, window: int) -> _Request:
-    estimate = _tokens(len(json.dumps(request.payload.get(field, ""), ensure_ascii=False)))
+def _with_estimate(
+    request: _Request, fields: tuple[str, ...], max_tokens: int | None, choices: int, window: int
+) -> _Request:
+    """The prompt estimate from ``fields`` of the payload (a chat's tool definitions count too)."""
+    sent = [request.payload[name] for name in fields if name in request.payload]
+    estimate = _tokens(len(json.dumps(sent[0] if len(sent) == 1 else sent, ensure_ascii=False)))
     completion = (max_tokens or max(1, window - estimate)) * choices
     return _Request(request.path, request.payload, estimate, completion)
 
