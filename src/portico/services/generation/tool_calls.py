@@ -5,8 +5,8 @@ The format (docs/api.md, "Tool calls"): the functions are listed in a system mes
 by writing ``<tool_call>{"name": "<function>", "arguments": <JSON object>}</tool_call>`` on a line of its own.
 A grammar built from the functions' schemas (engines/grammar.py) holds the model to it: from the first token
 when a call is required (``tool_choice`` "required" or a named function), from the first ``<tool_call>`` on
-when the model may choose (``auto``). ``none`` offers no functions. ``parallel_tool_calls: false``, a named function and the
-legacy ``functions`` allow one call.
+when the model may choose (``auto``). ``none`` offers no functions. ``parallel_tool_calls: false``, a named
+function and the legacy ``functions`` allow one call.
 """
 
 from __future__ import annotations
