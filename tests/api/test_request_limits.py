@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -54,8 +55,11 @@ def test_a_key_holds_at_most_max_streams_per_key_open_streams() -> None:
             http.stream("POST", "/v1/chat/completions", json=long_stream, headers=key) as second,
         ):
             assert (first.status_code, second.status_code) == (200, 200)
-            next(first.iter_lines())
-            next(second.iter_lines())
+            # Held in names: a line iterator dropped mid-stream is closed when collected, and closing it closes
+            # its connection (httpcore), which would end that stream and free its slot.
+            first_lines, second_lines = first.iter_lines(), second.iter_lines()
+            next(first_lines)
+            next(second_lines)
             refused = http.post("/v1/chat/completions", json=long_stream, headers=key)
             assert refused.status_code == 429, refused.text
             error = refused.json()["error"]
@@ -64,7 +68,11 @@ def test_a_key_holds_at_most_max_streams_per_key_open_streams() -> None:
             assert http.post("/v1/chat/completions", json=_chat(1), headers=key).status_code == 200
             others = http.post("/v1/chat/completions", json=_chat(1, stream=True), headers=other_key)
             assert others.status_code == 200
-        again = http.post("/v1/chat/completions", json=_chat(1, stream=True), headers=key)
+        # The server frees a slot when it sees its client gone, a moment after the client closed it.
+        deadline = time.monotonic() + 10
+        while (again := http.post("/v1/chat/completions", json=_chat(1, stream=True), headers=key)).status_code == 429:
+            assert time.monotonic() < deadline, "closed streams still hold their slots"
+            time.sleep(0.05)
         assert again.status_code == 200 and again.text.endswith("data: [DONE]\n\n")
 
 
