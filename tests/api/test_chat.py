@@ -26,7 +26,7 @@ async def test_answers_in_openai_shape_with_snapshot_and_usage(client: httpx.Asy
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "hello there friend"},
+            "message": {"role": "assistant", "content": "hello there friend", "refusal": None},
             "finish_reason": "stop",
             "logprobs": None,
         }

@@ -112,7 +112,7 @@ async def test_a_streamed_completion_is_stored_whole_before_done(served: tuple[h
     assert stored["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": "streamed and kept"},
+            "message": {"role": "assistant", "content": "streamed and kept", "refusal": None},
             "finish_reason": "stop",
             "logprobs": None,
         }

@@ -59,7 +59,7 @@ async def test_chat_passes_through_with_the_snapshot_and_the_upstreams_usage(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == UPSTREAM_SNAPSHOT and body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": TEXT}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": TEXT, "refusal": None}
     assert body["usage"]["prompt_tokens"] == PROMPT_TOKENS and body["usage"]["completion_tokens"] == 5
     assert body["usage"]["cost"] == pytest.approx(_cost(PROMPT_TOKENS, 5))
     sent = mock.requests[0]

@@ -24,6 +24,7 @@ from portico.errors import (
     UnsupportedMediaType,
 )
 from portico.observability.logging import request_id_var
+from portico.schemas.common import FieldError
 
 
 def error_body(exc: PorticoError) -> dict[str, Any]:
@@ -58,6 +59,8 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 def translate_validation_error(exc: RequestValidationError) -> PorticoError:
     first = exc.errors()[0]
     param = _param(tuple(first.get("loc", ())))
+    if isinstance(problem := first.get("ctx", {}).get("error"), FieldError):
+        param = f"{param}.{problem.field}" if param else problem.field
     kind = first.get("type", "")
     if kind == "json_invalid":
         return InvalidJSON(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from portico.schemas.common import MAX_TOKENS_BOUND, GenerationFields, RequestModel, ResponseFormat, Usage
+from portico.schemas.common import MAX_TOKENS_BOUND, FieldError, GenerationFields, RequestModel, ResponseFormat, Usage
 
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Payload = dict[str, Any]  # a part Portico passes upstream as it came and never reads itself
@@ -135,14 +135,14 @@ class ChatMessage(RequestModel):
     @model_validator(mode="after")
     def _shape_of_its_role(self) -> ChatMessage:
         if self.role == "tool" and self.tool_call_id is None:
-            raise ValueError("a message with role 'tool' needs tool_call_id: the id of the call it answers")
+            raise FieldError("tool_call_id", "a message with role 'tool' needs the id of the call it answers")
         if self.role == "function" and self.name is None:
-            raise ValueError("a message with role 'function' needs name: the function that answered")
+            raise FieldError("name", "a message with role 'function' needs the name of the function that answered")
         if self.role != "assistant" and (self.tool_calls or self.function_call):
-            raise ValueError("only assistant messages carry tool_calls or function_call")
+            raise FieldError("tool_calls", "only assistant messages carry tool_calls or function_call")
         speaks = self.tool_calls or self.function_call or self.refusal is not None or self.audio is not None
         if self.content is None and not (self.role == "assistant" and speaks) and self.role != "function":
-            raise ValueError("content is required (it may be null only in an assistant message with tool_calls)")
+            raise FieldError("content", "content is required (only an assistant message with tool_calls may omit it)")
         return self
 
     def text(self) -> str:
@@ -195,9 +195,9 @@ class ChatCompletionRequest(GenerationFields):
     @model_validator(mode="after")
     def _tool_fields_agree(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
+            raise FieldError("top_logprobs", "top_logprobs needs logprobs: true")
         if self.tools is not None and self.functions is not None:
-            raise ValueError("send tools or the deprecated functions, not both")
+            raise FieldError("functions", "send tools or the deprecated functions, not both")
         return self
 
 
@@ -231,12 +231,18 @@ class ToolCall(BaseModel):
     function: ToolCallFunction
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class AssistantMessage(BaseModel):
+    """Without calls, OpenAI's message has no ``tool_calls`` (nor ``function_call``) key at all."""
+
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    function_call: ToolCallFunction | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=_absent)
+    function_call: ToolCallFunction | None = Field(default=None, exclude_if=_absent)
 
 
 class ChatChoice(BaseModel):
@@ -254,7 +260,6 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
-    service_tier: str | None = None
 
 
 class ToolCallDeltaFunction(BaseModel):

@@ -15,6 +15,14 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 StopString = Annotated[str, StringConstraints(min_length=1)]
 
 
+class FieldError(ValueError):
+    """A model validator's complaint about one of its fields: the error's ``param`` names that field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class RequestModel(BaseModel):
     """Strict: no type coercion, and an unknown field is an error naming it."""
 
