@@ -11,6 +11,9 @@ a non-streamed answer's as with "reset"), ``delay_s`` before answering, ``chunk_
     with MockUpstream() as upstream:
         settings = upstream_settings(upstream)
 
+A chat request with ``tools`` is answered with two calls of its first tool (arguments ``{"n": 0}`` and
+``{"n": 1}``; streamed interleaved, as parallel calls arrive).
+
 ``python -m tests.upstream_mock PORT`` runs one in its own process (for tests that kill it).
 """
 
@@ -168,6 +171,10 @@ class MockUpstream:
             text = "".join(words)
             choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
             choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            if chat and body.get("tools"):
+                calls = [_call(n, _first_tool(body), f'{{"n": {n}}}') for n in range(2)]
+                choice |= {"message": {"role": "assistant", "content": None, "tool_calls": calls}}
+                choice["finish_reason"] = "tool_calls"
             answer = {
                 "id": "upstream-id-1",
                 "object": "chat.completion" if chat else "text_completion",
@@ -197,6 +204,11 @@ class MockUpstream:
             return {"index": 0, "text": text or "", "finish_reason": finish}
 
         frames = [frame([choice(word, None)]) for word in words] + [frame([choice(None, "stop")])]
+        if chat and body.get("tools"):
+            frames = [
+                frame([{"index": 0, "delta": {"tool_calls": [d]}, "finish_reason": None}]) for d in _call_deltas(body)
+            ]
+            frames.append(frame([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             frames.append(frame([], usage=usage))
         for number, payload in enumerate(frames):
@@ -213,6 +225,26 @@ class MockUpstream:
         call.finished = True
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         self.completed += 1
+
+
+def _first_tool(body: dict[str, Any]) -> str:
+    return str(body["tools"][0]["function"]["name"])
+
+
+def _call(number: int, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": f"call_up_{number}", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _call_deltas(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two parallel calls of the request's first tool, streamed interleaved (each delta names its call)."""
+    name = _first_tool(body)
+    return [
+        {"index": 0, **_call(0, name, "")},
+        {"index": 0, "function": {"arguments": '{"n": '}},
+        {"index": 1, **_call(1, name, "")},
+        {"index": 0, "function": {"arguments": "0}"}},
+        {"index": 1, "function": {"arguments": '{"n": 1}'}},
+    ]
 
 
 def closed_port() -> int:

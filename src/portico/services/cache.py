@@ -21,7 +21,7 @@ from portico.schemas.common import SamplingFields
 
 # Fields that don't change the answer; `model` is replaced by the snapshot it resolved to.
 IGNORED_FIELDS = frozenset({"model", "stream", "stream_options", "user", "metadata", "store"})
-KEY_VERSION = 1  # bump when the key's recipe or the stored body's shape changes
+KEY_VERSION = 2  # bump when the key's recipe or the stored body's shape changes
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from portico.settings import Settings
 
 logger = logging.getLogger("portico.cache")
 
-BUCKET_VERSION = 1  # bump when the bucket's recipe or the stored entry's shape changes
+BUCKET_VERSION = 2  # bump when the bucket's recipe or the stored entry's shape changes
 # Request fields that hand the model tools; any of them keeps a request out of the semantic cache.
 TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
 

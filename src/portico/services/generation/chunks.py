@@ -228,19 +228,22 @@ async def chat_chunks(
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**head, "choices": choices, **extra}
 
-    def choice(index: int, delta: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return chunk([{"index": index, "delta": delta, "finish_reason": None, **extra}])
+    def choice(index: int, delta: dict[str, Any], logprobs: ChoiceLogprobs | None = None) -> dict[str, Any]:
+        wire = None if logprobs is None else logprobs.model_dump()
+        return chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": wire}])
 
     for index in range(body.n):
         yield choice(index, {"role": "assistant", "content": ""})
     async for event in events:
         if isinstance(event, TextDelta):
-            logprobs = _chat_logprobs(event.logprobs) if body.logprobs else None
-            yield choice(event.index, {"content": event.text}, logprobs=logprobs and logprobs.model_dump())
+            yield choice(
+                event.index, {"content": event.text}, _chat_logprobs(event.logprobs) if body.logprobs else None
+            )
         elif isinstance(event, ToolCallDelta):
             yield choice(event.index, _tool_call_delta(event, legacy))
         elif isinstance(event, ChoiceEnd):
-            yield chunk([{"index": event.index, "delta": {}, "finish_reason": _finish(event.finish_reason, legacy)}])
+            finish = _finish(event.finish_reason, legacy)
+            yield chunk([{"index": event.index, "delta": {}, "finish_reason": finish, "logprobs": None}])
         elif include_usage:
             yield chunk([], **usage_chunk_extras(event.usage, charge), **(usage_extras or {}))
 
