@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import jsonschema
 import pytest
 
 from portico.settings import Settings
@@ -51,3 +53,92 @@ async def test_json_mode_over_http_parses() -> None:
 
     assert response.status_code == 200, response.text
     assert isinstance(json.loads(response.json()["choices"][0]["message"]["content"]), dict)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+WEATHER_QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [("required", {"get_weather", "add"}), ({"type": "function", "function": {"name": "add"}}, {"add"})],
+)
+async def test_a_forced_call_parses_and_validates_sync_and_streamed(tool_choice: object, expected: set[str]) -> None:
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in (WEATHER, ADD)}
+    body = {
+        "model": "smollm2",
+        "messages": WEATHER_QUESTION,
+        "tools": [WEATHER, ADD],
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": False,
+        "max_tokens": 120,
+        "temperature": 0,
+    }
+    async with asgi_client(Settings()) as (http, _):
+        sync = await http.post("/v1/chat/completions", json=body)
+        stream = await http.post("/v1/chat/completions", json=body | {"stream": True})
+
+    (choice,) = sync.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] in expected
+    jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
+    chunks = [json.loads(e) for e in sse_events(stream.text)[:-1]]
+    parts = [p for c in chunks for p in c["choices"][0]["delta"].get("tool_calls") or []]
+    assert {p["index"] for p in parts} == {0} and parts[0]["id"].startswith("call_")
+    assert parts[0]["function"]["name"] == call["function"]["name"]
+    assert "".join(p["function"]["arguments"] for p in parts) == call["function"]["arguments"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_auto_answers_with_text_or_a_valid_call() -> None:
+    body = {"model": "smollm2", "messages": WEATHER_QUESTION, "tools": [WEATHER], "max_tokens": 80, "seed": 1}
+    async with asgi_client(Settings()) as (http, _):
+        answers = [(await http.post("/v1/chat/completions", json=body | {"seed": seed})).json() for seed in range(4)]
+
+    for answer in answers:
+        (choice,) = answer["choices"]
+        for call in choice["message"].get("tool_calls") or []:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])
+        assert (choice["finish_reason"] == "tool_calls") == bool(choice["message"].get("tool_calls"))
+
+
+async def test_logprobs_are_the_models_own_and_logit_bias_bans_a_token() -> None:
+    body = {"model": "smollm2", "messages": QUESTION, "temperature": 0, "max_tokens": 4}
+    async with asgi_client(Settings()) as (http, app):
+        plain = await http.post("/v1/chat/completions", json=body | {"logprobs": True, "top_logprobs": 5})
+        first = plain.json()["choices"][0]["logprobs"]["content"][0]
+        (token_id,) = app.state.runtime.pipeline.registry.resolve("smollm2").engine.tokenize(first["token"])
+        banned = await http.post("/v1/chat/completions", json=body | {"logit_bias": {str(token_id): -100}})
+
+    content = plain.json()["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == plain.json()["choices"][0]["message"]["content"]
+    for token in content:
+        tops = [t["logprob"] for t in token["top_logprobs"]]
+        assert len(tops) == 5 and tops == sorted(tops, reverse=True) and all(lp <= 0 for lp in tops)
+        # Greedy decoding picks the most likely token, and probabilities sum to at most 1.
+        assert token["logprob"] == pytest.approx(tops[0]) and sum(math.exp(lp) for lp in tops) <= 1 + 1e-6
+    assert not banned.json()["choices"][0]["message"]["content"].startswith(first["token"])
