@@ -50,7 +50,7 @@ from rich.table import Table
 
 from portico.engines.llama_cpp import bundled_gguf
 from portico.settings import default_models
-from processes import free_port, stop
+from processes import free_port, stop, wait_until_ready
 
 MODEL = "smollm2"
 MESSAGES = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
@@ -138,20 +138,6 @@ def running_server(setup: Setup) -> Iterator[httpx.Client]:
             yield client
     finally:
         stop(process)
-
-
-def wait_until_ready(client: httpx.Client, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"portico serve exited with status {process.returncode} before it was ready")
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"portico serve was not ready within {timeout_s:g} s")
 
 
 def served_context_window(client: httpx.Client) -> int:

@@ -142,3 +142,22 @@ async def test_logprobs_are_the_models_own_and_logit_bias_bans_a_token() -> None
         # Greedy decoding picks the most likely token, and probabilities sum to at most 1.
         assert token["logprob"] == pytest.approx(tops[0]) and sum(math.exp(lp) for lp in tops) <= 1 + 1e-6
     assert not banned.json()["choices"][0]["message"]["content"].startswith(first["token"])
+
+
+async def test_echo_with_logprobs_scores_the_prompt_as_evaluation_harnesses_ask() -> None:
+    prompt = "The capital of France is Paris"
+    body = {"model": "smollm2", "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 0}
+    async with asgi_client(Settings()) as (http, _):
+        scored = await http.post("/v1/completions", json=body)
+        unlikely = await http.post("/v1/completions", json=body | {"prompt": "The capital of France is banana"})
+
+    (choice,) = scored.json()["choices"]
+    assert choice["text"] == prompt and choice["finish_reason"] == "length"
+    logprobs = choice["logprobs"]
+    assert "".join(logprobs["tokens"]) == prompt and logprobs["token_logprobs"][0] is None
+    assert all(lp <= 0 for lp in logprobs["token_logprobs"][1:]) and logprobs["top_logprobs"][0] is None
+    assert scored.json()["usage"]["completion_tokens"] == 0
+    # " Paris" after the question is far likelier than " banana" (every token of it, summed).
+    banana = unlikely.json()["choices"][0]["logprobs"]["token_logprobs"]
+    shared = 5  # "The", " capital", " of", " France", " is"
+    assert sum(logprobs["token_logprobs"][shared:]) > sum(banana[shared:]) + 2

@@ -65,6 +65,7 @@ class GenerationRequest:
     prompt_tokens: Sequence[int]
     params: SamplingParams
     n: int = 1  # choices sampled from the one prompt (prefilled once); choice i uses seed + i
+    prompt_logprobs: bool = False  # score the prompt's own tokens (params.logprobs alternatives each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ class TokenLogprob:
     """One generated token's log probability, and the most likely tokens at its place (``top_logprobs``)."""
 
     token: str
-    logprob: float
+    logprob: float | None  # None only for a prompt's first token, which nothing before it predicts
     bytes: tuple[int, ...]
     top: tuple[TopToken, ...] = ()
 
@@ -157,6 +158,8 @@ class Generation:
         # Written by the producer only; read by the consumer after the end (or for progress).
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens whose KV cells were reused rather than recomputed
+        # The prompt's tokens scored, when asked: complete before the first event of any choice.
+        self.prompt_logprobs: list[TokenLogprob] = []
 
     # -- producer side (any thread) ------------------------------------------------------------------
     @property

@@ -92,6 +92,14 @@ class _Request:
         return self.choices[0].slot
 
 
+@dataclass(frozen=True, slots=True)
+class _PromptPosition:
+    """A prompt token whose logits score the next prompt token (a request for the prompt's logprobs)."""
+
+    request: _Request
+    position: int
+
+
 @dataclass(slots=True)
 class _Entry:
     """One token of the batch being built, and who reads its logits."""
@@ -100,7 +108,7 @@ class _Entry:
     pos: int
     seq_id: int
     logits: bool
-    reader: _Choice | _Request | None
+    reader: _Choice | _Request | _PromptPosition | None
 
 
 class DecodeLoop:
@@ -209,12 +217,13 @@ class DecodeLoop:
         """
         prompt = request.prompt
         # The last prompt token is always decoded again: its logits give the first sampled token.
-        usable = len(prompt) - 1
+        # A request that scores its prompt needs every prompt position's logits: nothing is reused.
+        usable = 0 if request.request.prompt_logprobs else len(prompt) - 1
         shared = {slot.seq_id: min(_common_prefix(slot.cached, prompt), usable) for slot in self._slots}
         primary = max(free, key=lambda slot: (shared[slot.seq_id], -slot.last_used))
         source = max(self._slots, key=lambda slot: shared[slot.seq_id])
         reuse, better = shared[primary.seq_id], shared[source.seq_id]
-        if source is not primary and better - reuse >= COPY_MIN_GAIN:
+        if source is not primary and better - reuse >= COPY_MIN_GAIN and usable:
             self._copy_sequence(source, primary, length=better)
             reuse = better
         else:
@@ -295,10 +304,13 @@ class DecodeLoop:
                 continue
             chunk = prompt[fed : fed + min(budget, self._prefill_chunk)]
             last = fed + len(chunk) == len(prompt)
-            slot = request.primary
+            slot, scored = request.primary, request.request.prompt_logprobs
             for offset, token in enumerate(chunk):
                 is_last = last and offset == len(chunk) - 1
-                entries.append(_Entry(token, fed + offset, slot.seq_id, is_last, request if is_last else None))
+                reader: _Request | _PromptPosition | None = request if is_last else None
+                if scored and not is_last:
+                    reader = _PromptPosition(request, fed + offset)
+                entries.append(_Entry(token, fed + offset, slot.seq_id, reader is not None, reader))
             budget -= len(chunk)
         return entries
 
@@ -327,6 +339,8 @@ class DecodeLoop:
         for position, entry in enumerate(entries):
             if isinstance(entry.reader, _Choice):
                 self._advance(entry.reader, position)
+            elif isinstance(entry.reader, _PromptPosition):
+                self._score_prompt(entry.reader, position)
             elif isinstance(entry.reader, _Request):
                 self._share_prompt(entry.reader)
                 for choice in entry.reader.choices:
@@ -337,7 +351,20 @@ class DecodeLoop:
         for choice in request.choices[1:]:
             self._copy_sequence(request.primary, choice.slot)
 
+    def _score_prompt(self, at: _PromptPosition, position: int) -> None:
+        """The logprob of the prompt token after ``at.position``; the prompt's first token comes first, unscored."""
+        prompt, generation = at.request.prompt, at.request.generation
+        if at.position == 0:
+            first = self._llama.detokenize([prompt[0]])
+            generation.prompt_logprobs.append(TokenLogprob(_text(first), None, tuple(first)))
+        token = prompt[at.position + 1]
+        top = at.request.request.params.logprobs or 0
+        generation.prompt_logprobs.append(self._logprob(position, token, self._llama.detokenize([token]), top))
+
     def _advance(self, choice: _Choice, position: int) -> None:
+        if choice.owner.request.params.max_tokens == 0:  # only the prompt was wanted (scored, or echoed)
+            self._end_choice(choice, FinishReason.LENGTH)
+            return
         token = choice.sampler.sample(self._context, position)
         generation = choice.owner.generation
         if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):

@@ -13,6 +13,7 @@ import json
 import re
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from portico.constants import Capability, FinishReason
 from portico.engines.base import (
@@ -103,6 +104,13 @@ class EchoEngine:
         try:
             if self._first_token_latency_s:
                 await asyncio.sleep(self._first_token_latency_s)
+            if request.prompt_logprobs:
+                pieces = split_pieces(request.prompt)
+                first = _certain(pieces[0], 0) if pieces else ()
+                generation.prompt_logprobs = [
+                    *(replace(t, logprob=None) for t in first),
+                    *(t for p in pieces[1:] for t in _certain(p, request.params.logprobs or 0)),
+                ]
             for index in range(request.n):
                 generation.finish_choice(index, await self._emit(request, generation, index))
             generation.finish()

@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from portico.schemas.common import GenerationFields, Usage
+from portico.schemas.common import MAX_TOKENS_BOUND, GenerationFields, Usage
 
 
 class CompletionRequest(GenerationFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=32)]
+    # 0: no new tokens, only the prompt (with echo and logprobs: the prompt scored, as evaluation harnesses do).
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS_BOUND)
     echo: bool = Field(default=False, description="Begin each choice's text with its prompt.")
     logprobs: int | None = Field(default=None, ge=0, le=5, description="Each token's logprob and the k most likely.")
     suffix: str | None = Field(default=None, description="Text after the completion (fill in the middle).")
@@ -24,8 +26,8 @@ class CompletionLogprobs(BaseModel):
     """The legacy logprobs shape: one entry per token in each list."""
 
     tokens: list[str]
-    token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float]] | None
+    token_logprobs: list[float | None] = Field(description="None for an echoed prompt's first token.")
+    top_logprobs: list[dict[str, float] | None] | None
     text_offset: list[int]
 
 

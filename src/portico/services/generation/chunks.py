@@ -84,7 +84,7 @@ def _completion_logprobs(logprobs: tuple[TokenLogprob, ...] | None, offset: int)
     return CompletionLogprobs(
         tokens=[t.token for t in logprobs],
         token_logprobs=[t.logprob for t in logprobs],
-        top_logprobs=[{top.token: top.logprob for top in t.top} for t in logprobs],
+        top_logprobs=[None if t.logprob is None else {top.token: top.logprob for top in t.top} for t in logprobs],
         text_offset=offsets,
     )
 

@@ -113,17 +113,19 @@ async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, N
     used = TokenUsage()
     for number, prompt in enumerate(prepared.prompts):
         first_index = number * prepared.n
-        request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n)
+        scored = prepared.echo and prepared.params.logprobs is not None
+        request = GenerationRequest(prompt.text, prompt.tokens, prepared.params, prepared.n, prompt_logprobs=scored)
         generation = prepared.engine.generate(request)
         started = used + TokenUsage(len(prompt.tokens))
         charge.count(started)
         readers = {i: CallReader(first_index + i) for i in range(prepared.n)} if prepared.tools else {}
-        if prepared.echo:
-            for index in range(first_index, first_index + prepared.n):
-                yield TextDelta(index, prompt.text)
+        unechoed = set(range(prepared.n)) if prepared.echo else set()
         try:
             async for event in generation:
                 index, reader = first_index + event.index, readers.get(event.index)
+                if event.index in unechoed:  # the prompt (scored, if asked) before the choice's own text
+                    unechoed.discard(event.index)
+                    yield TextDelta(index, prompt.text, tuple(generation.prompt_logprobs))
                 if isinstance(event, TokenDelta):
                     charge.first_token()
                     delta = TextDelta(index, event.text, event.logprobs)

@@ -140,11 +140,6 @@ def _completion_only(body: CompletionRequest) -> None:
         )
     if body.best_of is not None and body.best_of != body.n:
         raise UnsupportedParameter("best_of must equal n (or be left out) on this model.", param="best_of")
-    if body.echo and body.logprobs is not None:
-        raise UnsupportedParameter(
-            "echo with logprobs (the prompt's own logprobs) is not supported on this model; send one of them.",
-            param="echo",
-        )
 
 
 async def count_tokens(served: ServedModel, body: TokenizeRequest) -> int:
