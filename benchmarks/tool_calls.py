@@ -82,7 +82,7 @@ def running_server() -> Iterator[httpx.Client]:
 
 def call(client: httpx.Client, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
-    response = client.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 150, **body})
+    response = client.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 400, **body})
     response.raise_for_status()
     return response.json()["choices"][0], time.perf_counter() - started
 

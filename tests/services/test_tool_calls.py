@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portico.constants import FinishReason
-from portico.engines.grammar import compiled
+from portico.engines.grammar import MAX_ITEMS, MAX_STRING, bounded_schema, compiled, tool_call_grammar
 from portico.errors import InvalidRequest, UnsupportedParameter
 from portico.schemas.chat import ChatCompletionRequest
 from portico.services.generation.tool_calls import MAX_PARALLEL_CALLS, CallReader, tool_use
@@ -121,3 +121,15 @@ def test_every_offered_function_gets_a_grammar_llama_cpp_accepts() -> None:
     assert compiled(grammar.gbnf) is not None
     lazy = tool_use(_request(tools=TOOLS))
     assert lazy is not None and lazy.grammar().trigger == "<tool_call>"
+
+
+def test_grammars_keep_strings_json_and_bound_what_the_schema_leaves_open() -> None:
+    parameters = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}}
+    gbnf = tool_call_grammar([("f", parameters)], 1)
+    # A raw line break inside a string is not JSON: the string characters exclude control characters.
+    assert 'char ::= [^"\\\\\\x7F\\x00-\\x1F]' in gbnf
+    bounded = bounded_schema(parameters)
+    assert bounded["properties"]["tags"]["maxItems"] == MAX_ITEMS
+    assert bounded["properties"]["tags"]["items"]["maxLength"] == MAX_STRING
+    assert bounded_schema({"type": "string", "enum": ["a"]}) == {"type": "string", "enum": ["a"]}
+    assert bounded_schema({"type": "array", "minItems": 40})["maxItems"] == 40

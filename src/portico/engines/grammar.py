@@ -5,6 +5,12 @@ Tool calls use a generic format that works with any chat template (docs/api.md):
 ``<tool_call>{"name": "<function>", "arguments": <JSON object>}</tool_call>``. The grammar enumerates the
 offered functions and, for each, its arguments as llama.cpp's JSON-schema converter writes them, so a call
 always parses and its arguments validate against the function's ``parameters``.
+
+Two corrections to the converter llama-cpp-python ships: its strings admit raw control characters (a line
+break inside a string, which JSON forbids), so ``char`` is replaced by JSON's own; and a string or array the
+schema leaves unbounded gets a bound (``MAX_STRING``, ``MAX_ITEMS``, or the schema's minimum if larger), so
+a small model cannot loop inside one until ``max_tokens`` and leave a call that never closes. Whatever the
+bounded grammar admits still validates against the schema as given.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ TOOL_CALL_CLOSE = "</tool_call>"
 # A function without `parameters` takes an object of any shape (OpenAI: "omitting parameters defines a
 # function with an empty parameter list").
 _ANY_OBJECT = {"type": "object"}
+MAX_STRING = 200  # characters of a string the schema does not bound
+MAX_ITEMS = 16  # items of an array the schema does not bound
+JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 
 def json_grammar(schema: dict[str, Any]) -> Any:
@@ -30,17 +39,50 @@ def json_grammar(schema: dict[str, Any]) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def _compile(schema_json: str) -> Any:
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    from llama_cpp.llama_grammar import JSON_GBNF
 
+    if schema_json == "{}":  # any JSON value (json_object mode)
+        return compiled(JSON_GBNF)
+    converter = _converter()
     try:
-        if schema_json == "{}":  # any JSON value (json_object mode)
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
-    except (ValueError, RuntimeError, KeyError, TypeError, RecursionError) as exc:
+        converter.visit(converter.resolve_refs(bounded_schema(json.loads(schema_json)), "response_format"), "")
+    except (ValueError, RuntimeError, KeyError, TypeError, RecursionError, AssertionError) as exc:
         raise UnsupportedParameter(
             "response_format.json_schema could not be turned into a grammar; simplify the schema.",
             param="response_format.json_schema",
         ) from exc
+    return compiled(_formatted(converter))
+
+
+def _converter() -> Any:
+    from llama_cpp import llama_grammar
+
+    converter_type: Any = llama_grammar.SchemaConverter  # untyped in llama-cpp-python
+    return converter_type(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+
+def _formatted(converter: Any) -> str:
+    """The converter's rules, with JSON's own string characters."""
+    if "char" in converter._rules:
+        converter._rules["char"] = JSON_CHAR
+    grammar: str = converter.format_grammar()
+    return grammar
+
+
+def bounded_schema(schema: Any) -> Any:
+    """``schema`` with a length bound on every string and array it leaves unbounded (see the module doc)."""
+    if isinstance(schema, list):
+        return [bounded_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: bounded_schema(value) for key, value in schema.items()}
+    kind = schema.get("type")
+    free_string = not any(key in schema for key in ("enum", "const", "pattern", "format", "maxLength"))
+    if kind == "string" and free_string:
+        bounded["maxLength"] = max(MAX_STRING, int(schema.get("minLength", 0)))
+    if kind == "array" and "maxItems" not in schema:
+        bounded["maxItems"] = max(MAX_ITEMS, int(schema.get("minItems", 0)))
+    return bounded
 
 
 def tool_call_grammar(functions: Sequence[tuple[str, dict[str, Any] | None]], max_calls: int) -> str:
@@ -51,16 +93,13 @@ def tool_call_grammar(functions: Sequence[tuple[str, dict[str, Any] | None]], ma
 
 @functools.lru_cache(maxsize=64)
 def _tool_call_gbnf(functions_json: str, max_calls: int) -> str:
-    from llama_cpp import llama_grammar
-
-    converter_type: Any = llama_grammar.SchemaConverter  # untyped in llama-cpp-python
-    converter = converter_type(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter = _converter()
     alternatives = []
     for number, (name, parameters) in enumerate(json.loads(functions_json)):
         try:
-            schema = converter.resolve_refs(parameters or _ANY_OBJECT, f"tool-{number}")
+            schema = converter.resolve_refs(bounded_schema(parameters or _ANY_OBJECT), f"tool-{number}")
             rule = converter.visit(schema, f"arguments-{number}")
-        except (ValueError, RuntimeError, KeyError, TypeError, RecursionError) as exc:
+        except (ValueError, RuntimeError, KeyError, TypeError, RecursionError, AssertionError) as exc:
             raise UnsupportedParameter(
                 f"The parameters of function '{name}' could not be turned into a grammar; simplify the schema.",
                 param=f"tools[{number}].function.parameters",
@@ -71,7 +110,7 @@ def _tool_call_gbnf(functions_json: str, max_calls: int) -> str:
         f"root ::= call{more}",
         f'call ::= "{TOOL_CALL_OPEN}{{\\"name\\": " ( {" | ".join(alternatives)} ) "}}{TOOL_CALL_CLOSE}"',
     ]
-    return "\n".join([*head, converter.format_grammar()])
+    return "\n".join([*head, _formatted(converter)])
 
 
 @functools.lru_cache(maxsize=64)
