@@ -62,9 +62,9 @@ class UnusableInput:
 async def iter_lines(path: Path) -> AsyncGenerator[tuple[int, bytes, bool]]:
     """(line number from 1, the line without its newline, whether a newline ended it), read off the event loop.
 
-    Close it with ``contextlib.aclosing`` when stopping early, so the file is closed at once. The file is opened
-    on the loop (a local open is quick): opened on a worker thread, a cancellation during the open would leave the
-    handle to the garbage collector, unclosed.
+    Iterate it inside ``contextlib.aclosing``, so the file is closed at once when the caller stops early or is
+    cancelled. The file is opened and closed on the loop (both are quick locally): on a worker thread, a
+    cancellation during either would leave the handle to the garbage collector, unclosed.
     """
     handle = path.open("rb")
     try:
@@ -79,7 +79,7 @@ async def iter_lines(path: Path) -> AsyncGenerator[tuple[int, bytes, bool]]:
         if rest:
             yield number + 1, rest, False
     finally:
-        await asyncio.to_thread(handle.close)
+        handle.close()
 
 
 def parse_line(raw: bytes, number: int, endpoint: str) -> RequestLine | InvalidLine:
@@ -138,12 +138,13 @@ async def check_input(path: Path, endpoint: str, results: ResultFiles) -> int | 
 
 async def answer_unanswered(path: Path, endpoint: str, results: ResultFiles, code: str, message: str) -> None:
     """Answer every request line without a result with the error ``code`` (the batch stopped before it ran)."""
-    async for number, raw, _ in iter_lines(path):
-        if not raw.strip():
-            continue
-        line = parse_line(raw, number, endpoint)
-        if isinstance(line, RequestLine) and line.custom_id not in results.done:
-            results.add(not_run(line.custom_id, code, message))
+    async with contextlib.aclosing(iter_lines(path)) as lines:
+        async for number, raw, _ in lines:
+            if not raw.strip():
+                continue
+            line = parse_line(raw, number, endpoint)
+            if isinstance(line, RequestLine) and line.custom_id not in results.done:
+                results.add(not_run(line.custom_id, code, message))
 
 
 def answered(line: RequestLine, request_id: str, body: BaseModel) -> BatchResultLine:
@@ -186,14 +187,15 @@ class _ResultFile:
     async def open(self, *, fresh: bool, done: set[str]) -> None:
         """Start empty (``fresh``) or read back what an earlier run wrote, cutting off a torn last line."""
         if not fresh and await asyncio.to_thread(self.path.exists):
-            async for _, raw, complete in iter_lines(self.path):
-                if not complete:  # torn by a crash mid-write: cut off below, and that line runs again
-                    continue
-                self.lines += 1
-                self.size += len(raw) + 1
-                custom_id = _custom_id(raw)
-                if custom_id is not None:
-                    done.add(custom_id)
+            async with contextlib.aclosing(iter_lines(self.path)) as lines:
+                async for _, raw, complete in lines:
+                    if not complete:  # torn by a crash mid-write: cut off below, and that line runs again
+                        continue
+                    self.lines += 1
+                    self.size += len(raw) + 1
+                    custom_id = _custom_id(raw)
+                    if custom_id is not None:
+                        done.add(custom_id)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if fresh else 0)
 
         def open_for_append() -> int:
