@@ -14,6 +14,7 @@ from portico import __version__
 from portico.api import (
     admin,
     admin_keys,
+    anthropic,
     batches,
     chat,
     completions,
@@ -26,6 +27,7 @@ from portico.api import (
     models,
     playground,
     projects,
+    responses,
     stored_completions,
     tokenize,
     usage,
@@ -86,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (
         chat.router,
+        responses.router,
+        anthropic.router,
         stored_completions.router,
         conversations.router,
         completions.router,

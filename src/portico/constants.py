@@ -13,6 +13,7 @@ HEADER_SHOULD_RETRY = "x-should-retry"
 HEADER_QUOTA_WARNING = "x-quota-warning"
 HEADER_REQUEST_COST = "x-request-cost"
 HEADER_API_KEY = "api-key"  # Azure-style alternative to Authorization: Bearer
+HEADER_X_API_KEY = "x-api-key"  # Anthropic's (the anthropic SDK's api_key= sends it)
 HEADER_IDEMPOTENCY_KEY = "idempotency-key"
 HEADER_IDEMPOTENT_REPLAYED = "idempotent-replayed"
 HEADER_LAST_EVENT_ID = "last-event-id"

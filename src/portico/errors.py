@@ -5,6 +5,7 @@
     │   ├── InvalidJSON               400                       invalid_json
     │   ├── UnknownParameter          400                       unknown_parameter
     │   ├── UnsupportedParameter      400                       unsupported_parameter
+    │   ├── TooManyMessages           400                       invalid_request (more than max_messages)
     │   ├── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
     │   └── UpstreamContextExceeded   400                       context_length_exceeded (the upstream said so)
     ├── AuthenticationFailed          401 authentication_error  (abstract: one code per reason)
@@ -107,6 +108,14 @@ class UnknownParameter(InvalidRequest):
 
 class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
+
+
+class TooManyMessages(InvalidRequest):
+    def __init__(
+        self, count: int, limit: int, *, param: str = "messages", hint: str = "Drop or summarize older turns."
+    ) -> None:
+        message = f"{param} holds {count} messages; this server accepts at most {limit} per request. {hint}"
+        super().__init__(message, param=param)
 
 
 class ContextLengthExceeded(InvalidRequest):

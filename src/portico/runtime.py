@@ -18,6 +18,7 @@ from portico.services.generation.fallback import BackendOptions
 from portico.services.generation.pipeline import Pipeline
 from portico.services.idempotency import IdempotencyService
 from portico.services.jobs import JobService
+from portico.services.responses import ResponseService
 from portico.services.semantic_cache import build_semantic_cache
 from portico.services.stored_completions import StoredCompletionService
 from portico.services.webhooks import WebhookService
@@ -34,6 +35,7 @@ class Runtime:
     stored_completions: StoredCompletionService
     conversations: ConversationService
     jobs: JobService
+    responses: ResponseService
     webhooks: WebhookService
     idempotency: IdempotencyService
     files: FileService
@@ -60,6 +62,7 @@ class Runtime:
             cache=cache,
             semantic_cache=build_semantic_cache(settings, registry),
         )
+        jobs = JobService(database, pipeline, settings.jobs)
         return cls(
             settings,
             control,
@@ -67,7 +70,8 @@ class Runtime:
             pipeline,
             stored,
             ConversationService(database, pipeline, registry, settings),
-            JobService(database, pipeline, settings.jobs),
+            jobs,
+            ResponseService(database, pipeline, jobs, max_messages=settings.max_messages),
             WebhookService(database),
             IdempotencyService(database, settings.idempotency),
             FileService(database, FileStore(settings.files_directory), max_bytes=settings.files.max_bytes),

@@ -24,6 +24,7 @@ from portico.storage.resources import (
     Job,
     JobEvent,
     StoredCompletion,
+    StoredResponse,
     WebhookDelivery,
 )
 from tests.conftest import asgi_client, auth_settings, bearer, make_key
@@ -53,6 +54,19 @@ async def _store_content(app: FastAPI, project_id: str) -> Path:
                 model="echo",
                 request={"m": 1},
                 response={"r": 1},
+                created_at=now,
+            )
+        )
+        session.add(
+            StoredResponse(
+                id=f"resp_{tag}",
+                project_id=project_id,
+                status="completed",
+                request={"input": "secret question"},
+                response={"output": "secret answer"},
+                input_items=[],
+                history=[],
+                turn=[],
                 created_at=now,
             )
         )
@@ -154,6 +168,7 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
     assert body["object"] == "project.data_deletion" and body["project_id"] == doomed.id
     assert body["deleted"] == {
         "stored_completions": 1,
+        "responses": 1,
         "conversations": 1,
         "conversation_messages": 1,
         "jobs": 1,
@@ -166,7 +181,7 @@ async def test_erases_the_projects_content_and_leaves_others_alone(
     }
     assert await count_project_rows(app.state.runtime.control.database, doomed.id) == 0
     assert not doomed_file.exists() and not doomed_file.parent.exists()
-    assert await count_project_rows(app.state.runtime.control.database, kept.id) == 7
+    assert await count_project_rows(app.state.runtime.control.database, kept.id) == 8
     assert kept_file.exists()
     # The project and its keys stay usable.
     assert (await client.get(f"/v1/admin/projects/{doomed.id}", headers=admin_key)).json()["status"] == "active"
@@ -180,4 +195,4 @@ async def test_another_organizations_project_is_404(served: tuple[httpx.AsyncCli
     await _store_content(app, their_project.id)
     ours = bearer(await make_key(app, scopes=[Scope.KEYS_ADMIN]))
     assert (await client.delete(f"/v1/projects/{their_project.id}/data", headers=ours)).status_code == 404
-    assert await count_project_rows(app.state.runtime.control.database, their_project.id) == 7
+    assert await count_project_rows(app.state.runtime.control.database, their_project.id) == 8

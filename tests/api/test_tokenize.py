@@ -33,3 +33,18 @@ async def test_needs_exactly_one_of_prompt_or_messages(client: httpx.AsyncClient
     for response in (neither, both):
         assert response.status_code == 400
         assert "exactly one of 'prompt' or 'messages'" in response.json()["error"]["message"]
+
+
+async def test_tools_count_as_the_chat_request_counts_them(client: httpx.AsyncClient) -> None:
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    }
+    messages = [{"role": "user", "content": "look it up"}]
+    counted = await client.post("/v1/tokenize", json={"model": "echo", "messages": messages, "tools": [tool]})
+    bare = await client.post("/v1/tokenize", json={"model": "echo", "messages": messages})
+    chat = await client.post("/v1/chat/completions", json={"model": "echo", "messages": messages, "tools": [tool]})
+    with_prompt = await client.post("/v1/tokenize", json={"model": "echo", "prompt": "x", "tools": [tool]})
+
+    assert counted.json()["count"] == chat.json()["usage"]["prompt_tokens"] > bare.json()["count"]
+    assert with_prompt.status_code == 400

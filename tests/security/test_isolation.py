@@ -32,6 +32,7 @@ ORGANIZATION = "organization"
 # Who owns the object a path parameter names, and the route that shows the owner whether it still exists.
 OWNERS: dict[str, tuple[str, str]] = {
     "completion_id": (PROJECT, "/v1/chat/completions/{completion_id}"),
+    "response_id": (PROJECT, "/v1/responses/{response_id}"),
     "conversation_id": (PROJECT, "/v1/conversations/{conversation_id}"),
     "file_id": (PROJECT, "/v1/files/{file_id}"),
     "batch_id": (PROJECT, "/v1/batches/{batch_id}"),
@@ -86,16 +87,20 @@ async def _owned_objects(
     admin: AdminService = app.state.runtime.control.admin
     organization = app.state.runtime.control.local_principal.organization_id
     stored = await client.post("/v1/chat/completions", json={**CHAT, "store": True}, headers=owner)
+    response = await client.post(
+        "/v1/responses", json={"model": ECHO_ALIAS, "input": "isolation probe", "background": True}, headers=owner
+    )
     conversation = await client.post("/v1/conversations", json={"model": ECHO_ALIAS}, headers=owner)
     uploaded = await upload(client, b'{"custom_id": "a"}\n', headers=owner)
     batch = await create_batch(client, [chat_line("a")], headers=owner)
     job = await client.post("/v1/jobs", json={"type": "chat.completion", "request": CHAT}, headers=owner)
     await admin.put_tier(organization, TierSettings(name="tier-of-the-owner", requests_per_minute=600))
     key = await make_key(app, project=project, scopes=[Scope.MODELS_READ])
-    for created in (stored, conversation, uploaded, job):
+    for created in (stored, response, conversation, uploaded, job):
         assert created.status_code in (200, 201, 202), created.text
     return {
         "completion_id": stored.json()["id"],
+        "response_id": response.json()["id"],
         "conversation_id": conversation.json()["id"],
         "file_id": uploaded.json()["id"],
         "batch_id": batch["id"],

@@ -30,6 +30,7 @@ TABLES = {"organizations", "projects", "tiers", "api_keys", "usage_records"} | {
     "conversations",
     "conversation_messages",
     "stored_completions",
+    "responses",
 }
 
 # Each process waits until all have started, so that their upgrades really overlap.

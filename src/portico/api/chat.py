@@ -10,7 +10,7 @@ from portico.api.deps import PipelineDep, PrincipalDep, SettingsDep, require_jso
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.rendering import GENERATION_ERRORS, STREAM_DOC, generated_response, generation_stream
 from portico.constants import Scope
-from portico.errors import InvalidRequest
+from portico.errors import TooManyMessages
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest
 from portico.services.generation.types import ENDPOINT_CHAT, Call
 
@@ -32,11 +32,7 @@ async def create_chat_completion(
     semantic: SemanticCacheDep,
 ) -> Response:
     if len(body.messages) > settings.max_messages:
-        raise InvalidRequest(
-            f"messages holds {len(body.messages)} messages; this server accepts at most {settings.max_messages} "
-            "per request. Drop or summarize older turns.",
-            param="messages",
-        )
+        raise TooManyMessages(len(body.messages), settings.max_messages)
     call = Call(body, ENDPOINT_CHAT)
     if body.stream:
         return generation_stream(await pipeline.stream(call, principal), settings.heartbeat_interval_s)

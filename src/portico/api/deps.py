@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from portico.auth.authenticator import Authenticator
 from portico.auth.principal import Principal
-from portico.constants import HEADER_API_KEY, Scope
+from portico.constants import HEADER_API_KEY, HEADER_X_API_KEY, Scope
 from portico.engines.registry import ModelRegistry
 from portico.errors import InsufficientScope, InvalidJSON, MissingApiKey, UnsupportedMediaType
 from portico.observability import tracing
@@ -20,6 +20,7 @@ from portico.services.conversations import ConversationService
 from portico.services.files import FileService
 from portico.services.generation.pipeline import Pipeline
 from portico.services.jobs import JobService
+from portico.services.responses import ResponseService
 from portico.services.stored_completions import StoredCompletionService
 from portico.services.usage import UsageService
 from portico.services.webhooks import WebhookService
@@ -77,6 +78,10 @@ async def get_stored_completions(request: Request) -> StoredCompletionService:
     return _runtime(request).stored_completions
 
 
+async def get_responses(request: Request) -> ResponseService:
+    return _runtime(request).responses
+
+
 async def get_jobs(request: Request) -> JobService:
     return _runtime(request).jobs
 
@@ -91,7 +96,7 @@ def _presented_key(request: Request) -> str | None:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get(HEADER_API_KEY) or None
+    return request.headers.get(HEADER_API_KEY) or request.headers.get(HEADER_X_API_KEY) or None
 
 
 async def get_principal(request: Request) -> Principal:
@@ -188,5 +193,6 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 StoredCompletionsDep = Annotated[StoredCompletionService, Depends(get_stored_completions)]
+ResponsesDep = Annotated[ResponseService, Depends(get_responses)]
 FilesDep = Annotated[FileService, Depends(get_files)]
 BatchesDep = Annotated[BatchService, Depends(get_batches)]

@@ -1,8 +1,10 @@
-"""The one place errors become HTTP: the envelope, its headers, and the handlers that map foreign errors."""
+"""The one place errors become HTTP: the envelope (Anthropic's shape under /v1/messages), its headers, and the
+handlers that map foreign errors."""
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -24,11 +26,37 @@ from portico.errors import (
     UnsupportedMediaType,
 )
 from portico.observability.logging import request_id_var
+from portico.schemas.anthropic import ErrorDetail, ErrorResponse
 from portico.schemas.common import FieldError
+from portico.services.generation.types import ENDPOINT_MESSAGES
+
+# Anthropic's error type for each status Portico answers with; other statuses are invalid_request_error (4xx)
+# or api_error (5xx). The HTTP status stays Portico's (a 503, where Anthropic would send 529 overloaded).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
 def error_body(exc: PorticoError) -> dict[str, Any]:
     return exc.envelope(request_id_var.get())
+
+
+def anthropic_error_body(exc: PorticoError) -> dict[str, Any]:
+    """Anthropic's error shape, for its Messages API (the SDK raises its exception classes from it). It has no
+    ``param``: the message names the parameter, as Anthropic's do."""
+    fallback = "invalid_request_error" if exc.status_code < 500 else "api_error"
+    kind = _ANTHROPIC_TYPES.get(exc.status_code, fallback)
+    named = exc.param is None or exc.param in exc.message
+    message = exc.message if named else f"{exc.param}: {exc.message}"
+    body = ErrorResponse(error=ErrorDetail(type=kind, message=message), request_id=request_id_var.get())
+    return body.model_dump()
 
 
 def error_headers(exc: PorticoError) -> dict[str, str]:
@@ -38,18 +66,25 @@ def error_headers(exc: PorticoError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: PorticoError) -> Response:
+def error_response(exc: PorticoError, *, path: str = "") -> Response:
+    """``exc`` as the route at ``path`` answers it: in Anthropic's shape under /v1/messages, else the envelope."""
+    body = anthropic_error_body(exc) if path.startswith(ENDPOINT_MESSAGES) else error_body(exc)
     return Response(
-        orjson.dumps(error_body(exc)),
+        orjson.dumps(body),
         status_code=exc.status_code,
         headers=error_headers(exc),
         media_type="application/json",
     )
 
 
+# How pydantic names the member of a union it tried, in an error's location ('input', 'str'): not a field.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict\[.*|list\[.*|function-.*|json-or-python.*)$")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    """('body', 'messages', 0, 'content') → 'messages[0].content'."""
-    parts = [p for p in loc if p not in ("body", "query", "path")]
+    """('body', 'messages', 0, 'content') → 'messages[0].content'; ('body', 'input', 'list[...]', 0, 'role')
+    → 'input[0].role'."""
+    parts = [p for p in loc if p not in ("body", "query", "path") and not _UNION_MEMBER.match(str(p))]
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -57,7 +92,8 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 
 def translate_validation_error(exc: RequestValidationError) -> PorticoError:
-    first = exc.errors()[0]
+    # Of a union's errors (one per member tried), the one that got furthest says what is wrong.
+    first = max(exc.errors(), key=lambda error: len(error.get("loc", ())))
     param = _param(tuple(first.get("loc", ())))
     if isinstance(problem := first.get("ctx", {}).get("error"), FieldError):
         param = f"{param}.{problem.field}" if param else problem.field
@@ -107,17 +143,17 @@ def allowed_methods(request: Request, first_route: str) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_portico_error(_: Request, exc: Exception) -> Response:
+    async def on_portico_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PorticoError)
-        return error_response(exc)
+        return error_response(exc, path=request.url.path)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(translate_validation_error(exc))
+        return error_response(translate_validation_error(exc), path=request.url.path)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        response = error_response(translate_http_exception(exc))
+        response = error_response(translate_http_exception(exc), path=request.url.path)
         response.headers.update(exc.headers or {})
         if exc.status_code == 405:
             response.headers["allow"] = allowed_methods(request, response.headers.get("allow", ""))

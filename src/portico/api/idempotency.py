@@ -76,7 +76,7 @@ class IdempotencyMiddleware:
                 "Use a UUID or another unique string per request.",
                 param="Idempotency-Key",
             )
-            await error_response(invalid)(scope, receive, send)
+            await error_response(invalid, path=scope["path"])(scope, receive, send)
             return
         first = await receive()
         if first["type"] != "http.request":  # the client left before sending its body
@@ -89,7 +89,7 @@ class IdempotencyMiddleware:
         try:
             outcome = await recording.service.claim(principal.project_id, key, await _fingerprint(scope, body))
         except PorticoError as exc:
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, path=scope["path"])(scope, receive, send)
             return
         if isinstance(outcome, StoredResponse):
             await _send_replay(outcome, send)
@@ -207,7 +207,7 @@ class _Recording:
             if isinstance(superseded.outcome, StoredResponse):
                 await _send_replay(superseded.outcome, self.downstream)
             else:
-                await error_response(superseded.outcome)(scope, receive, self.downstream)
+                await error_response(superseded.outcome, path=scope["path"])(scope, receive, self.downstream)
             return
         except BaseException:
             await self._release_once()

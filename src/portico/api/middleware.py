@@ -79,7 +79,7 @@ class RequestContextMiddleware:
                         "The server hit an unexpected error while handling this request. "
                         "Retry it; if it keeps failing, report the request id."
                     )
-                    await error_response(unexpected)(scope, receive, send_with_headers)
+                    await error_response(unexpected, path=scope["path"])(scope, receive, send_with_headers)
             finally:
                 duration_s = time.perf_counter() - started
                 route = _route_template(scope)
@@ -171,20 +171,20 @@ class BodyLimitMiddleware:
         )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await error_response(too_large)(scope, receive, send)
+                await error_response(too_large, path=scope["path"])(scope, receive, send)
                 return
         try:
             async with asyncio.timeout(self.timeout_s):
                 body = await _read_body(receive, self.max_bytes, too_large)
         except PayloadTooLarge:
-            await error_response(too_large)(scope, receive, send)
+            await error_response(too_large, path=scope["path"])(scope, receive, send)
             return
         except TimeoutError:
             too_slow = _too_slow(
                 f"The request body did not arrive within {self.timeout_s:g} seconds. "
                 "Send the body at once, right after the headers."
             )
-            await error_response(too_slow)(scope, receive, send)
+            await error_response(too_slow, path=scope["path"])(scope, receive, send)
             return
         if body is not None:
             await self.app(scope, _replay(body, receive), send)
@@ -195,7 +195,7 @@ class BodyLimitMiddleware:
         )
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await error_response(too_large)(scope, receive, send)
+                await error_response(too_large, path=scope["path"])(scope, receive, send)
                 return
         size = 0
         started = False
@@ -226,7 +226,7 @@ class BodyLimitMiddleware:
             # A route renders it itself; this answers for a reader that let it escape (before any response).
             if exc not in (too_large, too_slow) or started:
                 raise
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, path=scope["path"])(scope, receive, send)
 
 
 async def _read_body(receive: Receive, max_bytes: int, too_large: PayloadTooLarge) -> bytes | None:

@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
-from portico.api.streaming import sse_response
+from portico.api.errors import error_body
+from portico.api.streaming import Failure, SSEEvent, sse_response
 from portico.constants import (
     HEADER_CACHE_SIMILARITY,
     HEADER_CACHE_STATUS,
@@ -51,19 +52,28 @@ def generated_response(generated: Generated) -> Response:
 def generation_stream(
     streamed: Streamed,
     heartbeat_s: float,
-    chunks: AsyncIterator[dict[str, Any]] | None = None,
+    chunks: AsyncIterator[SSEEvent] | None = None,
     on_close: Callable[[], None] | None = None,
+    *,
+    done_frame: bool = True,
+    failure: Failure = error_body,
 ) -> StreamingResponse:
     """A generation's SSE response (``chunks``, default: the stream's own). Its headers go out before it runs:
     rate-limit state and ``X-Served-By``; streams are never cached. Its end runs ``on_close`` (default: the
-    stream's ``close``, which settles a stream whose body never ran)."""
+    stream's ``close``, which settles a stream whose body never ran); ``done_frame`` and ``failure`` as for
+    ``sse_response``."""
     headers = {
         **streamed.charge.headers(),
         HEADER_CACHE_STATUS: CacheStatus.BYPASS.value,
         HEADER_SERVED_BY: streamed.served_by,
     }
     return sse_response(
-        chunks or streamed.chunks(), heartbeat_s=heartbeat_s, headers=headers, on_close=on_close or streamed.close
+        chunks or streamed.chunks(),
+        heartbeat_s=heartbeat_s,
+        headers=headers,
+        on_close=on_close or streamed.close,
+        done_frame=done_frame,
+        failure=failure,
     )
 
 

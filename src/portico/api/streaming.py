@@ -35,7 +35,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _PUMP_BUFFER = 64
 
 _pumps: set[asyncio.Task[None]] = set()
-_SHUTTING_DOWN = "The server is shutting down and ended this stream early. Retry the request."
+_SHUTTING_DOWN = EngineUnavailable("The server is shutting down and ended this stream early. Retry the request.")
 
 
 def data_frame(payload: dict[str, Any]) -> bytes:
@@ -58,6 +58,21 @@ def event_frame(event: NamedEvent) -> bytes:
 
 
 SSEEvent = dict[str, Any] | NamedEvent
+
+
+async def named_by_type(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[SSEEvent]:
+    """Events that carry their name in ``type`` as named SSE events (the Responses and Anthropic streams)."""
+    async for event in events:
+        yield NamedEvent(event["type"], event)
+
+
+# How a stream tells its client it failed: OpenAI's chat streams send one ``data: {"error": ...}`` event;
+# the Responses and Anthropic streams send their own named events.
+Failure = Callable[[PorticoError], SSEEvent]
+
+
+def encoded(event: SSEEvent) -> bytes:
+    return event_frame(event) if isinstance(event, NamedEvent) else data_frame(event)
 
 
 class StreamSlots:
@@ -144,7 +159,7 @@ class _SSEResponse(StreamingResponse):
             slots.take(key_id)
         except TooManyStreams as refused:
             self._on_close()
-            await error_response(refused)(scope, receive, send)
+            await error_response(refused, path=scope["path"])(scope, receive, send)
             return
         open_streams: OpenStreams = scope["app"].state.open_streams
         open_streams.add(self._pump)
@@ -165,49 +180,51 @@ def sse_response(
     headers: dict[str, str] | None = None,
     on_close: Callable[[], None] = lambda: None,
     done_frame: bool = True,
+    failure: Failure = error_body,
 ) -> StreamingResponse:
-    """``done_frame=False`` for streams whose last event says they are over (a job's terminal event)."""
+    """``done_frame=False`` for streams whose last event says they are over (a job's terminal event);
+    ``failure`` renders the one event that ends a stream that failed."""
     pump = _Pump()
-    frames = _frames(events, heartbeat_s, done_frame, pump)
+    frames = _frames(events, heartbeat_s, done_frame, pump, failure)
     return _SSEResponse(frames, {**SSE_HEADERS, **(headers or {})}, on_close, pump)
 
 
 async def _pump(
-    events: AsyncIterator[SSEEvent], frames: asyncio.Queue[bytes | None], done_frame: bool, pump: _Pump
+    events: AsyncIterator[SSEEvent],
+    frames: asyncio.Queue[bytes | None],
+    done_frame: bool,
+    pump: _Pump,
+    failure: Failure,
 ) -> None:
     """Turn events into frames, then ``[DONE]`` on success (if asked) or one error event otherwise."""
     last: bytes | None
     try:
         async for payload in events:
-            await frames.put(event_frame(payload) if isinstance(payload, NamedEvent) else data_frame(payload))
+            await frames.put(encoded(payload))
         last = DONE_FRAME if done_frame else None
     except asyncio.CancelledError:
         if not pump.ending:
             raise  # the client left: nobody reads the frames any more
-        last = _shutting_down_frame()
+        last = encoded(failure(_SHUTTING_DOWN))
     except PorticoError as exc:
-        last = data_frame(error_body(exc))
+        last = encoded(failure(exc))
     except Exception:
         logger.exception("stream failed")
         unexpected = PorticoError("The server hit an unexpected error while streaming. Retry the request.")
-        last = data_frame(error_body(unexpected))
+        last = encoded(failure(unexpected))
     if last is not None:
         await frames.put(last)
     await frames.put(None)
 
 
-def _shutting_down_frame() -> bytes:
-    return data_frame(error_body(EngineUnavailable(_SHUTTING_DOWN)))
-
-
 async def _frames(
-    events: AsyncIterator[SSEEvent], heartbeat_s: float, done_frame: bool, pump: _Pump
+    events: AsyncIterator[SSEEvent], heartbeat_s: float, done_frame: bool, pump: _Pump, failure: Failure
 ) -> AsyncIterator[bytes]:
     if pump.ending:  # the shutdown began before this stream's first frame: the source never starts
-        yield _shutting_down_frame()
+        yield encoded(failure(_SHUTTING_DOWN))
         return
     frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_PUMP_BUFFER)
-    task = asyncio.create_task(_pump(events, frames, done_frame, pump))
+    task = asyncio.create_task(_pump(events, frames, done_frame, pump, failure))
     _pumps.add(task)
     task.add_done_callback(_pumps.discard)
     pump.task = task

@@ -107,6 +107,7 @@ class Deleted(BaseModel):
 
 class ErasedCounts(BaseModel):
     stored_completions: int
+    responses: int
     conversations: int
     conversation_messages: int
     jobs: int

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from portico.schemas.chat import ChatMessage
+from portico.schemas.chat import ChatMessage, Tool, ToolChoice
 from portico.schemas.common import RequestModel
 
 
@@ -14,11 +14,17 @@ class TokenizeRequest(RequestModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = Field(
+        default=None, description="With `messages`: the tools a chat request would offer (they count as prompt)."
+    )
+    tool_choice: ToolChoice | None = None
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.messages is None and self.tools is not None:
+            raise ValueError("tools are counted with messages, not with a prompt")
         return self
 
 

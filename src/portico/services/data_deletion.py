@@ -29,6 +29,7 @@ from portico.storage.resources import (
     Job,
     JobEvent,
     StoredCompletion,
+    StoredResponse,
     WebhookDelivery,
 )
 
@@ -36,6 +37,7 @@ from portico.storage.resources import (
 @dataclass(frozen=True, slots=True)
 class Erased:
     stored_completions: int
+    responses: int
     conversation_messages: int
     conversations: int
     job_events: int
@@ -65,6 +67,7 @@ async def erase_project_data(database: Database, files_directory: Path, project_
         events = await session.execute(delete(JobEvent).where(JobEvent.job_id.in_(job_ids)))
         erased = Erased(
             stored_completions=await _delete(session, StoredCompletion, project_id),
+            responses=await _delete(session, StoredResponse, project_id),
             conversation_messages=_count(messages),
             conversations=await _delete(session, Conversation, project_id),
             job_events=_count(events),
@@ -100,7 +103,8 @@ async def count_project_rows(database: Database, project_id: str) -> int:
     """Rows of stored content the project still has (0 after an erase)."""
     total = 0
     async with database.session() as session:
-        for table in (StoredCompletion, Conversation, Job, Batch, File, IdempotencyRecord, WebhookDelivery):
+        tables = (StoredCompletion, StoredResponse, Conversation, Job, Batch, File, IdempotencyRecord, WebhookDelivery)
+        for table in tables:
             column = table.__table__.c.project_id
             total += int((await session.execute(select(func.count()).where(column == project_id))).scalar_one())
     return total

@@ -200,3 +200,24 @@ class StoredCompletion(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     completion_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredResponse(Base):
+    """A response of the Responses API (``store: true``): the request, the response object as last seen, its
+    input items, and its turn as chat messages for a later ``previous_response_id``. A background response
+    names the job that runs it; its row is brought up to date from the job when it is read."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_project_created", "project_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # resp_...
+    project_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))  # ResponseStatus
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The chat messages before this response's input (its previous responses' turns), and of this turn.
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    turn: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)

@@ -60,7 +60,7 @@ def charged_usage(usage: TokenUsage, charge: Charge) -> Usage:
 
 
 # -- pieces ---------------------------------------------------------------------------------------------
-def _token(logprob: TokenLogprob) -> WireTokenLogprob:
+def wire_token(logprob: TokenLogprob) -> WireTokenLogprob:
     return WireTokenLogprob(
         token=logprob.token,
         logprob=logprob.logprob,
@@ -70,7 +70,7 @@ def _token(logprob: TokenLogprob) -> WireTokenLogprob:
 
 
 def _chat_logprobs(logprobs: tuple[TokenLogprob, ...] | None) -> ChoiceLogprobs | None:
-    return None if logprobs is None else ChoiceLogprobs(content=[_token(t) for t in logprobs])
+    return None if logprobs is None else ChoiceLogprobs(content=[wire_token(t) for t in logprobs])
 
 
 def _completion_logprobs(logprobs: tuple[TokenLogprob, ...] | None, offset: int) -> CompletionLogprobs | None:

@@ -143,10 +143,13 @@ def _completion_only(body: CompletionRequest) -> None:
 
 
 async def count_tokens(served: ServedModel, body: TokenizeRequest) -> int:
-    """The prompt's tokens as the model would read them (chat messages through its template)."""
+    """The prompt's tokens as the model would read them (chat messages and their tools through its template)."""
     engine = served.generator(Capability.TOKENIZE)
     if body.messages is not None:
-        prompt, _ = await _chat_prompt(engine, body.messages)
+        chat = ChatCompletionRequest(
+            model=body.model, messages=body.messages, tools=body.tools, tool_choice=body.tool_choice
+        )
+        prompt, _ = await _chat_prompt(engine, body.messages, tool_use(chat))
     else:
         prompt = await _prompt(engine, body.prompt or "")
     return len(prompt.tokens)

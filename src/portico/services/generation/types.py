@@ -22,6 +22,9 @@ ENDPOINT_EMBEDDINGS = "/v1/embeddings"
 ENDPOINT_PREDICT = "/v1/models/{model}/predict"
 # Every generation of a conversation (answers and summaries) is metered under this endpoint.
 ENDPOINT_CONVERSATION_MESSAGES = "/v1/conversations/{id}/messages"
+ENDPOINT_RESPONSES = "/v1/responses"
+# Anthropic's Messages API (its generations; count_tokens generates nothing and is not metered).
+ENDPOINT_MESSAGES = "/v1/messages"
 
 TextRequest = ChatCompletionRequest | CompletionRequest
 # Called with (choice index, text) as a generation makes text: job events and partial output.
