@@ -228,3 +228,44 @@ async def test_an_upstreams_parallel_calls_are_relayed_sync_and_streamed(mock: M
         {"id": "call_up_1", "name": "get_weather", "arguments": '{"n": 1}'},
     ]
     assert finishes == ["tool_calls"]
+
+
+async def test_a_call_repeating_an_earlier_one_ends_the_answer(client: httpx.AsyncClient) -> None:
+    repeated = "\n".join([CALL_TEXT] * 5)
+    response = await client.post("/v1/chat/completions", json=_chat(repeated, tools=[WEATHER]))
+
+    (choice,) = response.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls"
+    assert len(choice["message"]["tool_calls"]) == 2  # the first repeat ends it; the other three never ran
+    assert response.json()["usage"]["completion_tokens"] < 40
+
+
+async def test_the_sdks_own_dump_of_an_assistant_message_is_taken_back() -> None:
+    message = {
+        "content": None,
+        "refusal": None,
+        "role": "assistant",
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    }
+    async with asgi_client(echo_settings()) as (http, _):
+        response = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": ECHO_ALIAS,
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    message,
+                    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                    {"role": "user", "content": "thanks"},
+                ],
+                "tools": [WEATHER],
+            },
+        )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "thanks"

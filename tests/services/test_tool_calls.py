@@ -73,6 +73,29 @@ def test_a_call_cut_by_max_tokens_ends_with_length() -> None:
     assert reader.end(ChoiceEnd(0, FinishReason.LENGTH))[-1] == ChoiceEnd(0, FinishReason.LENGTH)
 
 
+def test_the_start_of_a_call_cut_off_is_not_content() -> None:
+    for text, finish in [
+        ('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<tool_call>{"name": "re', FinishReason.LENGTH),
+        ('<tool_call>{"name": "f", "arguments": {}}</tool_call>\n<', FinishReason.LENGTH),
+        ('<tool_call>{"name": "rec', FinishReason.LENGTH),
+    ]:
+        reader = CallReader(0)
+        events = reader.feed(TextDelta(0, text)) + reader.end(ChoiceEnd(0, finish))
+        assert not [e for e in events if isinstance(e, TextDelta)], text
+
+
+def test_a_call_repeating_an_earlier_one_is_noticed() -> None:
+    call = '<tool_call>{"name": "f", "arguments": {"a": 1, "b": [2]}}</tool_call>\n'
+    same = '<tool_call>{"name": "f", "arguments": {"b": [2],  "a": 1}}</tool_call>\n'
+    other = '<tool_call>{"name": "f", "arguments": {"a": 2, "b": [2]}}</tool_call>\n'
+    reader = CallReader(0)
+    reader.feed(TextDelta(0, call))
+    reader.feed(TextDelta(0, other))
+    assert not reader.repeated
+    reader.feed(TextDelta(0, same))
+    assert reader.repeated
+
+
 def _request(**fields: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}

@@ -131,6 +131,8 @@ class ChatMessage(RequestModel):
     function_call: CalledFunction | None = None
     refusal: str | None = None
     audio: Payload | None = None
+    # An answer's URL citations: the openai SDK's message.model_dump() sends them back (null); not read.
+    annotations: list[Payload] | None = None
 
     @model_validator(mode="after")
     def _shape_of_its_role(self) -> ChatMessage:

@@ -120,9 +120,12 @@ async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, N
         charge.count(started)
         readers = {i: CallReader(first_index + i) for i in range(prepared.n)} if prepared.tools else {}
         unechoed = set(range(prepared.n)) if prepared.echo else set()
+        ended: set[int] = set()  # choices ended early, on a repeated call (the engine's later events are dropped)
         try:
             async for event in generation:
                 index, reader = first_index + event.index, readers.get(event.index)
+                if event.index in ended:
+                    continue
                 if event.index in unechoed:  # the prompt (scored, if asked) before the choice's own text
                     unechoed.discard(event.index)
                     yield TextDelta(index, prompt.text, tuple(generation.prompt_logprobs))
@@ -131,6 +134,12 @@ async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, N
                     delta = TextDelta(index, event.text, event.logprobs)
                     for item in reader.feed(delta) if reader else [delta]:
                         yield item
+                    if reader is not None and reader.repeated:
+                        ended.add(event.index)
+                        for item in reader.end(ChoiceEnd(index, FinishReason.STOP)):
+                            yield item
+                        if len(ended) == prepared.n:
+                            break
                     continue
                 if event.reason is FinishReason.CANCELLED:
                     raise EngineUnavailable("The engine stopped before the answer was finished (shutting down).")

@@ -186,6 +186,11 @@ class CallReader:
     held: str = ""
     calls: int = 0
     arguments: _Arguments = field(default_factory=_Arguments)
+    call: list[str] = field(default_factory=list)  # the name, then the argument fragments, of the current call
+    made: set[str] = field(default_factory=set)  # the calls made, each as its name and canonical arguments
+    # The last call repeats an earlier one, name and arguments: a small model, allowed several calls, tends
+    # to write the same call over and over until max_tokens; the answer ends there.
+    repeated: bool = False
 
     def feed(self, delta: TextDelta) -> list[Event]:
         events: list[Event] = []
@@ -200,12 +205,12 @@ class CallReader:
         return events
 
     def end(self, finish: ChoiceEnd) -> list[Event]:
-        """What is still held, as content; the finish reason says the answer is calls if it made any."""
+        """What is still held, as content, unless it is the start of a call cut off (by max_tokens, or after
+        other calls); the finish reason says the answer is calls if it made any."""
         events: list[Event] = []
-        if self.held and self.state in ("content", "head"):
-            prefix = TOOL_CALL_OPEN if self.state == "head" else ""
-            if (text := prefix + self.held).strip() or not self.calls:
-                events.append(TextDelta(self.index, text))
+        cut_call = self.state == "head" and (self.calls or finish.finish_reason is FinishReason.LENGTH)
+        if self.held and self.state in ("content", "head") and not cut_call and not self.calls:
+            events.append(TextDelta(self.index, (TOOL_CALL_OPEN if self.state == "head" else "") + self.held))
         self.held = ""
         if self.calls and finish.finish_reason is FinishReason.STOP:
             finish = ChoiceEnd(self.index, FinishReason.TOOL_CALLS)
@@ -240,12 +245,14 @@ class CallReader:
             return [TextDelta(self.index, text)]
         self.state, self.held = "arguments", self.held[match.end() :]
         self.arguments = _Arguments()
+        self.call = [match.group(1)]
         self.calls += 1
         return [ToolCallDelta(self.index, self.calls - 1, new_id(PREFIX_TOOL_CALL), match.group(1))]
 
     def _arguments(self) -> list[Event]:
         taken = self.arguments.feed(self.held)
         fragment, self.held = self.held[:taken], self.held[taken:]
+        self.call.append(fragment)
         if self.arguments.depth == 0 and fragment.strip():
             self.state = "tail"
         return [ToolCallDelta(self.index, self.calls - 1, arguments=fragment)] if fragment else []
@@ -254,7 +261,19 @@ class CallReader:
         match = _TAIL.match(self.held)
         if match is not None:
             self.state, self.held = "content", self.held[match.end() :]
+            made = _canonical(self.call)
+            self.repeated = made in self.made
+            self.made.add(made)
         return []
+
+
+def _canonical(call: list[str]) -> str:
+    """A call as its name and its arguments with keys sorted and no spacing (JSON that reads the same)."""
+    name, arguments = call[0], "".join(call[1:])
+    try:
+        return name + json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        return name + arguments
 
 
 def _partial_open(text: str) -> int:
