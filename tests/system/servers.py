@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -71,3 +73,20 @@ def stop_all(*processes: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def serving(work: Path, *, timeout_s: float = 120) -> Iterator[str]:
+    """A `portico serve` in ``work`` (its ``portico.toml``, if any, and ``work/data``; its log in
+    ``work/serve.log``) on a free loopback port, until the block ends: yields its root URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (work / "serve.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(PORTICO), "serve", "--port", str(port)], env=portico_env(work), cwd=work, stdout=log, stderr=log
+        )
+        try:
+            wait_ready(process, url, timeout_s=timeout_s)
+            yield url
+        finally:
+            stop_all(process)
