@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -29,6 +30,8 @@ from portico.observability.logging import request_id_var
 from portico.schemas.anthropic import ErrorDetail, ErrorResponse
 from portico.schemas.common import FieldError
 from portico.services.generation.types import ENDPOINT_MESSAGES
+
+Model = TypeVar("Model", bound=BaseModel)
 
 # Anthropic's error type for each status Portico answers with; other statuses are invalid_request_error (4xx)
 # or api_error (5xx). The HTTP status stays Portico's (a 503, where Anthropic would send 529 overloaded).
@@ -129,6 +132,16 @@ def translate_http_exception(exc: StarletteHTTPException) -> PorticoError:
     if exc.status_code < 500:
         return InvalidRequest(str(exc.detail))
     return PorticoError("The server failed to handle this request.")
+
+
+def validated(model: type[Model], value: object, *where: str) -> Model:
+    """``value`` (a part of a body, e.g. a job's ``request``) checked as ``model``; errors name the parameter
+    under ``where`` (``request.messages``), as the body's own validation errors do."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *where, *error["loc"])} for error in exc.errors()]
+        raise translate_validation_error(RequestValidationError(errors)) from None
 
 
 def allowed_methods(request: Request, first_route: str) -> str:

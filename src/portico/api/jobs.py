@@ -6,16 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from portico.api.deps import JobsDep, PrincipalDep, SettingsDep, require_json, require_scope
-from portico.api.errors import translate_validation_error
+from portico.api.errors import validated
 from portico.api.rendering import error_responses, json_response
-from portico.api.streaming import NamedEvent, sse_response
+from portico.api.streaming import NamedEvent, last_event_id_after, sse_response
 from portico.constants import HEADER_LOCATION, JobStatus, Scope
-from portico.errors import InvalidRequest
 from portico.schemas.jobs import JobCreateRequest, JobList, JobObject
 from portico.services.jobs import REQUEST_MODELS, JobEventView
 
@@ -34,15 +31,6 @@ EVENTS_DOC = {
 }
 
 
-def _request_body(body: JobCreateRequest) -> BaseModel:
-    """``request`` checked as its endpoint checks its body; errors name the parameter under ``request.``."""
-    try:
-        return REQUEST_MODELS[body.type].model_validate(body.request)
-    except ValidationError as exc:
-        errors = [{**error, "loc": ("body", "request", *error["loc"])} for error in exc.errors()]
-        raise translate_validation_error(RequestValidationError(errors)) from None
-
-
 @router.post(
     "/v1/jobs",
     status_code=202,
@@ -52,7 +40,7 @@ def _request_body(body: JobCreateRequest) -> BaseModel:
 )
 async def create_job(body: JobCreateRequest, principal: PrincipalDep, jobs: JobsDep) -> Response:
     """Queue a chat completion, completion or embedding; a worker runs it. The job's URL is in `Location`."""
-    await jobs.validate(body.type, _request_body(body))
+    await jobs.validate(body.type, validated(REQUEST_MODELS[body.type], body.request, "request"))
     job = await jobs.create(principal, body)
     return json_response(job, status_code=202, headers={HEADER_LOCATION: f"/v1/jobs/{job.id}"})
 
@@ -98,25 +86,11 @@ async def job_events(
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
-    after = _event_id(last_event_id)
+    after = last_event_id_after(last_event_id)
     heartbeat_s = settings.heartbeat_interval_s
     events = await jobs.events(principal, job_id, after=after, heartbeat_s=heartbeat_s)
     # The events include heartbeats of their own; the comment heartbeat only shows if reading them stalls.
     return sse_response(_named(events), heartbeat_s=2 * heartbeat_s, done_frame=False)
-
-
-def _event_id(value: str | None) -> int:
-    if value is None or not value.strip():
-        return 0
-    try:
-        event_id = int(value)
-    except ValueError:
-        event_id = -1
-    if event_id < 0:
-        raise InvalidRequest(
-            "Last-Event-ID must be the id of an event of this stream (a non-negative integer).", param="Last-Event-ID"
-        )
-    return event_id
 
 
 async def _named(events: AsyncIterator[JobEventView]) -> AsyncIterator[NamedEvent]:

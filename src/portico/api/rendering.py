@@ -1,4 +1,5 @@
-"""Response helpers shared by routes: fast JSON bodies and the OpenAPI description of errors and streams."""
+"""Response helpers shared by routes: fast JSON bodies, generation streams, and the OpenAPI description of
+errors and streams."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 from starlette.responses import Response, StreamingResponse
 
 from portico.api.errors import error_body
-from portico.api.streaming import Failure, SSEEvent, sse_response
+from portico.api.streaming import Failure, NamedEvent, SSEEvent, named_by_type, sse_response
 from portico.constants import (
     HEADER_CACHE_SIMILARITY,
     HEADER_CACHE_STATUS,
@@ -17,8 +18,10 @@ from portico.constants import (
     HEADER_SERVED_BY,
     CacheStatus,
 )
+from portico.errors import PorticoError
 from portico.schemas.errors import ErrorEnvelope
 from portico.services.generation.pipeline import Generated, Streamed
+from portico.services.responses import ResponseEvents
 from portico.usage.meter import Charge
 
 
@@ -98,3 +101,26 @@ STREAM_DOC: dict[str, Any] = {
         '`data: [DONE]` on success or one `data: {"error": ...}` event on failure.',
     }
 }
+
+
+RESPONSE_STREAM_DOC = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "description": "With `stream: true`: OpenAI's typed events (`event: response.created`, "
+        "`response.output_text.delta`, `response.function_call_arguments.delta`, ..., `response.completed`); "
+        "a failure ends the stream with `error` and `response.failed`.",
+    }
+}
+
+
+def typed_event_stream(typed: ResponseEvents, heartbeat_s: float) -> StreamingResponse:
+    """A Responses API stream: its typed events as named SSE events; no ``[DONE]`` (the last event says the
+    response ended)."""
+
+    def failure(exc: PorticoError) -> SSEEvent:
+        return NamedEvent("error", typed.stream.error_event(exc))
+
+    events = named_by_type(typed.events)
+    if typed.streamed is None:
+        return sse_response(events, heartbeat_s=heartbeat_s, done_frame=False, failure=failure)
+    return generation_stream(typed.streamed, heartbeat_s, events, done_frame=False, failure=failure)

@@ -6,47 +6,24 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from portico.api.caching import CacheModeDep, SemanticCacheDep
 from portico.api.deps import PrincipalDep, ResponsesDep, SettingsDep, require_json, require_scope
 from portico.api.disconnect import cancel_on_disconnect
 from portico.api.rendering import (
     GENERATION_ERRORS,
+    RESPONSE_STREAM_DOC,
     error_responses,
     generated_response,
-    generation_stream,
     json_response,
+    typed_event_stream,
 )
-from portico.api.streaming import NamedEvent, SSEEvent, named_by_type, sse_response
 from portico.constants import Scope
-from portico.errors import PorticoError
 from portico.schemas.responses import DeletedResponse, InputItemList, ResponseCreateRequest, ResponseObject
 from portico.services.generation.types import ENDPOINT_RESPONSES
-from portico.services.responses import ResponseEvents
 
 router = APIRouter(tags=["responses"], dependencies=[require_scope(Scope.INFERENCE)])
-
-RESPONSE_STREAM_DOC = {
-    "text/event-stream": {
-        "schema": {"type": "string"},
-        "description": "With `stream: true`: OpenAI's typed events (`event: response.created`, "
-        "`response.output_text.delta`, `response.function_call_arguments.delta`, ..., `response.completed`); "
-        "a failure ends the stream with `error` and `response.failed`.",
-    }
-}
-
-
-def _rendered(typed: ResponseEvents, heartbeat_s: float) -> StreamingResponse:
-    """The typed events as named SSE events; no ``[DONE]`` (the last event says the response ended)."""
-
-    def failure(exc: PorticoError) -> SSEEvent:
-        return NamedEvent("error", typed.stream.error_event(exc))
-
-    events = named_by_type(typed.events)
-    if typed.streamed is None:
-        return sse_response(events, heartbeat_s=heartbeat_s, done_frame=False, failure=failure)
-    return generation_stream(typed.streamed, heartbeat_s, events, done_frame=False, failure=failure)
 
 
 @router.post(
@@ -71,11 +48,11 @@ async def create_response(
         queued = await responses.create_background(principal, body)
         if not body.stream:
             return json_response(queued)
-        return _rendered(
+        return typed_event_stream(
             await responses.replay(principal, queued.id, starting_after=-1, heartbeat_s=heartbeat_s), heartbeat_s
         )
     if body.stream:
-        return _rendered(await responses.stream(principal, body), heartbeat_s)
+        return typed_event_stream(await responses.stream(principal, body), heartbeat_s)
     work = responses.create(principal, body, cache=cache, semantic=semantic)
     return generated_response(await cancel_on_disconnect(request, work))
 
@@ -100,7 +77,7 @@ async def get_response(
         typed = await responses.replay(
             principal, response_id, starting_after=starting_after, heartbeat_s=settings.heartbeat_interval_s
         )
-        return _rendered(typed, settings.heartbeat_interval_s)
+        return typed_event_stream(typed, settings.heartbeat_interval_s)
     return json_response(await responses.get(principal, response_id))
 
 

@@ -23,7 +23,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from portico.api.errors import error_body, error_response
-from portico.errors import EngineUnavailable, PorticoError, TooManyStreams
+from portico.errors import EngineUnavailable, InvalidRequest, PorticoError, TooManyStreams
 from portico.observability import metrics
 
 logger = logging.getLogger("portico.streaming")
@@ -242,3 +242,18 @@ async def _frames(
             yield frame
     finally:
         task.cancel()
+
+
+def last_event_id_after(value: str | None) -> int:
+    """The event id a resumed stream continues after (``Last-Event-ID``; 0: from the start)."""
+    if value is None or not value.strip():
+        return 0
+    try:
+        event_id = int(value)
+    except ValueError:
+        event_id = -1
+    if event_id < 0:
+        raise InvalidRequest(
+            "Last-Event-ID must be the id of an event of this stream (a non-negative integer).", param="Last-Event-ID"
+        )
+    return event_id

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import codecs
 import logging
-import math
 import queue
-import random
-import re
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,83 +28,18 @@ from portico.engines.base import (
     Generation,
     GenerationRequest,
     Outbox,
-    SamplingParams,
     TokenLogprob,
-    TopToken,
 )
-from portico.engines.grammar import compiled, json_grammar
+from portico.engines.sampling import sampler_chain, token_logprob, token_text
+from portico.engines.sequences import Choice, Entry, PromptPosition, Slot, Submitted, common_prefix
 from portico.engines.stops import StopFilter
 from portico.errors import EngineError
 from portico.observability import metrics
 
 logger = logging.getLogger("portico.engine")
 
-# llama.cpp's own sampling defaults for the knobs OpenAI's API does not expose.
-TOP_K = 40
-MIN_P = 0.05
-PENALTY_LAST_N = 64
 # Prompt tokens a copy from another slot must save before it beats recomputing them (see _place).
 COPY_MIN_GAIN = 256
-
-
-@dataclass(eq=False)
-class _Slot:
-    seq_id: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV cells this sequence holds, in order
-    busy: bool = False
-    last_used: int = 0  # step number of its last admission, to evict the least recently used cache first
-
-
-@dataclass(eq=False)
-class _Choice:
-    owner: _Request
-    index: int
-    slot: _Slot
-    sampler: Any
-    stops: StopFilter
-    decoder: codecs.IncrementalDecoder
-    produced: int = 0
-    next_token: int | None = None  # sampled, not yet decoded into the KV cache
-    # Logprobs of tokens whose text the stop filter or the UTF-8 decoder still holds: sent with that text.
-    pending: list[TokenLogprob] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Request:
-    request: GenerationRequest
-    generation: Generation
-    choices: list[_Choice] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.prompt = list(self.request.prompt_tokens)
-
-    @property
-    def fed(self) -> int:
-        """Prompt tokens already in the primary slot's KV cells (reused or prefilled)."""
-        return min(len(self.primary.cached), len(self.prompt))
-
-    @property
-    def primary(self) -> _Slot:
-        return self.choices[0].slot
-
-
-@dataclass(frozen=True, slots=True)
-class _PromptPosition:
-    """A prompt token whose logits score the next prompt token (a request for the prompt's logprobs)."""
-
-    request: _Request
-    position: int
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One token of the batch being built, and who reads its logits."""
-
-    token: int
-    pos: int
-    seq_id: int
-    logits: bool
-    reader: _Choice | _Request | _PromptPosition | None
 
 
 class DecodeLoop:
@@ -135,15 +66,15 @@ class DecodeLoop:
         self._n_vocab = llama.n_vocab()
         self._context = context
         self._memory = llama_cpp.llama_get_memory(context.ctx)
-        self._slots = [_Slot(seq_id) for seq_id in range(slots)]
+        self._slots = [Slot(seq_id) for seq_id in range(slots)]
         self._slot_context = slot_context
         self._n_batch = n_batch
         self._prefill_chunk = prefill_chunk
         self._batch: Any = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._stats = stats
-        self._inbox: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._waiting: deque[_Request] = deque()
-        self._running: list[_Request] = []
+        self._inbox: queue.SimpleQueue[Submitted | None] = queue.SimpleQueue()
+        self._waiting: deque[Submitted] = deque()
+        self._running: list[Submitted] = []
         self._steps = 0
         self.outbox = Outbox()
         self._thread = threading.Thread(target=self._run, name="llama-decode-loop", daemon=True)
@@ -154,7 +85,7 @@ class DecodeLoop:
 
     def submit(self, request: GenerationRequest, generation: Generation) -> None:
         """Queue a request; its ``n`` choices need ``n`` slots at once (the service caps ``n`` at the slots)."""
-        self._inbox.put(_Request(request, generation))
+        self._inbox.put(Submitted(request, generation))
 
     def stop(self) -> None:
         self._inbox.put(None)
@@ -208,7 +139,7 @@ class DecodeLoop:
             self._running.append(request)
             self._stats.busy_slots = sum(slot.busy for slot in self._slots)
 
-    def _place(self, request: _Request, free: list[_Slot]) -> None:
+    def _place(self, request: Submitted, free: list[Slot]) -> None:
         """Give the request its slots, reusing the longest cached prefix of its prompt.
 
         The free slot whose cache shares most with the prompt is reused in place. A longer prefix held by
@@ -219,7 +150,7 @@ class DecodeLoop:
         # The last prompt token is always decoded again: its logits give the first sampled token.
         # A request that scores its prompt needs every prompt position's logits: nothing is reused.
         usable = 0 if request.request.prompt_logprobs else len(prompt) - 1
-        shared = {slot.seq_id: min(_common_prefix(slot.cached, prompt), usable) for slot in self._slots}
+        shared = {slot.seq_id: min(common_prefix(slot.cached, prompt), usable) for slot in self._slots}
         primary = max(free, key=lambda slot: (shared[slot.seq_id], -slot.last_used))
         source = max(self._slots, key=lambda slot: shared[slot.seq_id])
         reuse, better = shared[primary.seq_id], shared[source.seq_id]
@@ -237,17 +168,17 @@ class DecodeLoop:
         for index, slot in enumerate(slots):
             slot.busy, slot.last_used = True, self._steps
             request.choices.append(
-                _Choice(
+                Choice(
                     owner=request,
                     index=index,
                     slot=slot,
-                    sampler=self._sampler(params, index),
+                    sampler=sampler_chain(self._internals, self._llama._model, self._n_vocab, params, index),
                     stops=StopFilter(params.stop),
                     decoder=codecs.getincrementaldecoder("utf-8")("replace"),
                 )
             )
 
-    def _copy_sequence(self, source: _Slot, target: _Slot, *, length: int | None = None) -> None:
+    def _copy_sequence(self, source: Slot, target: Slot, *, length: int | None = None) -> None:
         """Give ``target`` the KV cells of ``source`` (its first ``length`` tokens).
 
         Each slot is its own KV stream, and llama.cpp copies across streams only whole sequences: copy all,
@@ -258,41 +189,17 @@ class DecodeLoop:
         if length is not None:
             self._forget(target, keep=length)
 
-    def _forget(self, slot: _Slot, *, keep: int) -> None:
+    def _forget(self, slot: Slot, *, keep: int) -> None:
         """Drop the slot's KV cells from position ``keep`` on."""
         if len(slot.cached) > keep:
             self._llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
             del slot.cached[keep:]
 
-    def _sampler(self, params: SamplingParams, index: int) -> Any:
-        sampler = self._internals.LlamaSampler()
-        if params.logit_bias:
-            sampler.add_logit_bias(self._n_vocab, dict(params.logit_bias))
-        sampler.add_penalties(self._n_vocab, PENALTY_LAST_N, 1.0, params.frequency_penalty, params.presence_penalty)
-        if params.json_schema is not None:
-            sampler.add_grammar(self._llama._model, json_grammar(params.json_schema))
-        if (grammar := params.grammar) is not None:
-            if grammar.trigger is None:
-                sampler.add_grammar(self._llama._model, compiled(grammar.gbnf))
-            else:  # free text until the trigger, the grammar from it on
-                pattern = rf"[\s\S]*?({re.escape(grammar.trigger)})[\s\S]*"
-                sampler.add_grammar_lazy_patterns(self._llama._model, compiled(grammar.gbnf), [pattern], [])
-        if params.temperature == 0:
-            sampler.add_greedy()
-            return sampler
-        seed = random.getrandbits(32) if params.seed is None else (params.seed + index) % 2**32
-        sampler.add_top_k(TOP_K)
-        sampler.add_top_p(params.top_p, 1)
-        sampler.add_min_p(MIN_P, 1)
-        sampler.add_temp(params.temperature)
-        sampler.add_dist(seed)
-        return sampler
-
     # -- one step ------------------------------------------------------------------------------------
-    def _plan(self) -> list[_Entry]:
+    def _plan(self) -> list[Entry]:
         """Generating sequences first (one token each), then prompt chunks in arrival order."""
         entries = [
-            _Entry(choice.next_token, len(choice.slot.cached), choice.slot.seq_id, True, choice)
+            Entry(choice.next_token, len(choice.slot.cached), choice.slot.seq_id, True, choice)
             for request in self._running
             for choice in request.choices
             if choice.next_token is not None
@@ -307,14 +214,14 @@ class DecodeLoop:
             slot, scored = request.primary, request.request.prompt_logprobs
             for offset, token in enumerate(chunk):
                 is_last = last and offset == len(chunk) - 1
-                reader: _Request | _PromptPosition | None = request if is_last else None
+                reader: Submitted | PromptPosition | None = request if is_last else None
                 if scored and not is_last:
-                    reader = _PromptPosition(request, fed + offset)
-                entries.append(_Entry(token, fed + offset, slot.seq_id, reader is not None, reader))
+                    reader = PromptPosition(request, fed + offset)
+                entries.append(Entry(token, fed + offset, slot.seq_id, reader is not None, reader))
             budget -= len(chunk)
         return entries
 
-    def _decode(self, entries: list[_Entry]) -> None:
+    def _decode(self, entries: list[Entry]) -> None:
         batch = self._batch.batch
         for i, entry in enumerate(entries):
             batch.token[i] = entry.token
@@ -328,40 +235,40 @@ class DecodeLoop:
             raise EngineError(f"llama_decode returned {status}")
         self._stats.last_batch_size = len(entries)
         metrics.observe_batch(len(entries))
-        self._stats.prompt_tokens_decoded += sum(not isinstance(entry.reader, _Choice) for entry in entries)
+        self._stats.prompt_tokens_decoded += sum(not isinstance(entry.reader, Choice) for entry in entries)
         for entry in entries:
             slot = self._slots[entry.seq_id]
             slot.cached.append(entry.token)
-            if isinstance(entry.reader, _Choice):
+            if isinstance(entry.reader, Choice):
                 entry.reader.next_token = None
 
-    def _sample(self, entries: list[_Entry]) -> None:
+    def _sample(self, entries: list[Entry]) -> None:
         for position, entry in enumerate(entries):
-            if isinstance(entry.reader, _Choice):
+            if isinstance(entry.reader, Choice):
                 self._advance(entry.reader, position)
-            elif isinstance(entry.reader, _PromptPosition):
+            elif isinstance(entry.reader, PromptPosition):
                 self._score_prompt(entry.reader, position)
-            elif isinstance(entry.reader, _Request):
+            elif isinstance(entry.reader, Submitted):
                 self._share_prompt(entry.reader)
                 for choice in entry.reader.choices:
                     self._advance(choice, position)
 
-    def _share_prompt(self, request: _Request) -> None:
+    def _share_prompt(self, request: Submitted) -> None:
         """Copy the prefilled prompt's cells into every other choice's slot (the prompt is computed once)."""
         for choice in request.choices[1:]:
             self._copy_sequence(request.primary, choice.slot)
 
-    def _score_prompt(self, at: _PromptPosition, position: int) -> None:
+    def _score_prompt(self, at: PromptPosition, position: int) -> None:
         """The logprob of the prompt token after ``at.position``; the prompt's first token comes first, unscored."""
         prompt, generation = at.request.prompt, at.request.generation
         if at.position == 0:
             first = self._llama.detokenize([prompt[0]])
-            generation.prompt_logprobs.append(TokenLogprob(_text(first), None, tuple(first)))
+            generation.prompt_logprobs.append(TokenLogprob(token_text(first), None, tuple(first)))
         token = prompt[at.position + 1]
         top = at.request.request.params.logprobs or 0
         generation.prompt_logprobs.append(self._logprob(position, token, self._llama.detokenize([token]), top))
 
-    def _advance(self, choice: _Choice, position: int) -> None:
+    def _advance(self, choice: Choice, position: int) -> None:
         if choice.owner.request.params.max_tokens == 0:  # only the prompt was wanted (scored, or echoed)
             self._end_choice(choice, FinishReason.LENGTH)
             return
@@ -387,25 +294,12 @@ class DecodeLoop:
             choice.next_token = token
 
     def _logprob(self, position: int, token: int, piece: bytes, top: int) -> TokenLogprob:
-        """``token``'s log probability under the model's distribution at ``position`` (before the sampling
-        settings reshape it), and the ``top`` most likely tokens there."""
         logits = np.ctypeslib.as_array(
             self._llama_cpp.llama_get_logits_ith(self._context.ctx, position), shape=(self._n_vocab,)
         )
-        peak = float(logits.max())
-        normalizer = peak + math.log(float(np.exp(logits - peak).sum()))
-        alternatives: tuple[TopToken, ...] = ()
-        if top:
-            best = np.argpartition(logits, -top)[-top:]
-            best = best[np.argsort(logits[best])[::-1]]
-            alternatives = tuple(self._top_token(int(t), float(logits[t]) - normalizer) for t in best)
-        return TokenLogprob(_text(piece), float(logits[token]) - normalizer, tuple(piece), alternatives)
+        return token_logprob(logits, token, piece, top, self._llama.detokenize)
 
-    def _top_token(self, token: int, logprob: float) -> TopToken:
-        piece = self._llama.detokenize([token])
-        return TopToken(_text(piece), logprob, tuple(piece))
-
-    def _end_choice(self, choice: _Choice, reason: FinishReason) -> None:
+    def _end_choice(self, choice: Choice, reason: FinishReason) -> None:
         generation = choice.owner.generation
         if reason is not FinishReason.CANCELLED:
             tail = choice.stops.feed(choice.decoder.decode(b"", final=True)) + choice.stops.flush()
@@ -443,7 +337,7 @@ class DecodeLoop:
         # Before admission reuses their slots: a request in ``_running`` always owns its slots.
         self._retire_finished()
 
-    def _end_unplaced(self, request: _Request) -> None:
+    def _end_unplaced(self, request: Submitted) -> None:
         for index in range(request.request.n):
             request.generation.finish_choice(index, FinishReason.CANCELLED)
         request.generation.finish()
@@ -468,17 +362,3 @@ class DecodeLoop:
         self._retire_finished()
         while self._waiting:
             self._end_unplaced(self._waiting.popleft())
-
-
-def _text(piece: bytes) -> str:
-    """A token's text; a token holding part of a UTF-8 character shows as its bytes (OpenAI's ``bytes``)."""
-    return piece.decode("utf-8", errors="backslashreplace")
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length

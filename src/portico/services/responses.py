@@ -23,17 +23,15 @@ from portico.schemas.jobs import JobCreateRequest, JobObject
 from portico.schemas.responses import ResponseCreateRequest, ResponseError, ResponseObject, ResponseStatus, StoredItem
 from portico.services.generation.chunks import chat_body
 from portico.services.generation.pipeline import Generated, Pipeline, Streamed
-from portico.services.generation.responses import (
+from portico.services.generation.response_request import (
     PREFIX_RESPONSE,
     Message,
-    ResponseStream,
-    answered,
     chat_request,
     input_messages,
     output_messages,
-    response_object,
     stored_input_items,
 )
+from portico.services.generation.responses import ResponseStream, answered, response_object
 from portico.services.generation.types import (
     ENDPOINT_RESPONSES,
     Answer,

@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from portico.constants import Capability, FinishReason, Priority
+from portico.constants import Capability, Priority
 from portico.engines.registry import ServedModel
 from portico.engines.upstream import UPSTREAM_FAILURES, Dispatch, UpstreamDeployment, UpstreamEngine
-from portico.errors import CircuitOpen, PorticoError, UnsupportedParameter, UpstreamError
+from portico.errors import CircuitOpen, PorticoError, UnsupportedParameter
 from portico.schemas.chat import ChatCompletionRequest
 from portico.schemas.embeddings import EmbeddingRequest
 from portico.services.generation.types import (
@@ -41,12 +40,19 @@ from portico.services.generation.types import (
     Origin,
     TextDelta,
     TextRequest,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
-    TopToken,
     UsageReport,
     Vectors,
+)
+from portico.services.generation.upstream_answers import (
+    call_deltas,
+    choice_text,
+    choices_of,
+    estimated_tokens,
+    finish_reason_of,
+    logprobs_of,
+    malformed,
+    tool_calls_of,
+    usage_of,
 )
 from portico.settings import RoutingSettings
 from portico.usage.meter import Charge
@@ -55,121 +61,8 @@ from portico.usage.tokens import TokenUsage
 _T = TypeVar("_T")
 logger = logging.getLogger("portico.gateway")
 
-CHARS_PER_TOKEN = 3  # the estimate's ratio: generous for English with BPE tokenizers (about 4 characters a token)
 # Fields Portico keeps for itself rather than sending upstream (`store` would store the answer upstream too).
 _LOCAL_FIELDS = ("store", "metadata", "stream", "stream_options")
-
-
-def _tokens(chars: int) -> int:
-    return math.ceil(chars / CHARS_PER_TOKEN)
-
-
-def _usage(raw: Any) -> TokenUsage | None:
-    """The upstream's ``usage`` object, or None if it sent none (or something else)."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        prompt = int(raw.get("prompt_tokens") or 0)
-        completion = int(raw.get("completion_tokens") or 0)
-        details = raw.get("prompt_tokens_details")
-        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    except (TypeError, ValueError):
-        return None
-    return TokenUsage(prompt, completion, cached)
-
-
-def _choice_text(choice: dict[str, Any]) -> str:
-    """A choice's text in a chat answer, a completion answer, or either kind of stream chunk."""
-    part = choice.get("message") or choice.get("delta")
-    text = part.get("content") if isinstance(part, dict) else choice.get("text")
-    return text if isinstance(text, str) else ""
-
-
-def _calls(choice: dict[str, Any]) -> tuple[ToolCall, ...]:
-    """The tool calls of a chat answer's choice (a legacy ``function_call`` as one call without an id)."""
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        return ()
-    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
-    found = [ToolCall(str(c.get("id") or ""), *_function(c["function"])) for c in calls]
-    if isinstance(function := message.get("function_call"), dict):
-        found.append(ToolCall("", *_function(function)))
-    return tuple(found)
-
-
-def _function(function: dict[str, Any]) -> tuple[str, str]:
-    return str(function.get("name") or ""), str(function.get("arguments") or "")
-
-
-def _call_deltas(index: int, choice: dict[str, Any]) -> list[ToolCallDelta]:
-    """A stream chunk's tool-call deltas, relayed as they came (each call's own ``index``)."""
-    delta = choice.get("delta")
-    if not isinstance(delta, dict):
-        return []
-    deltas = []
-    for call in delta.get("tool_calls") or []:
-        if isinstance(call, dict):
-            function = call.get("function")
-            name, arguments = _function(function) if isinstance(function, dict) else ("", "")
-            deltas.append(ToolCallDelta(index, int(call.get("index", 0)), call.get("id"), name or None, arguments))
-    if isinstance(function := delta.get("function_call"), dict):
-        name, arguments = _function(function)
-        deltas.append(ToolCallDelta(index, 0, None, name or None, arguments))
-    return deltas
-
-
-def _logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
-    """A choice's logprobs, in chat's shape or the legacy completions one; None if it has none."""
-    raw = choice.get("logprobs")
-    if not isinstance(raw, dict):
-        return None
-    try:
-        if isinstance(content := raw.get("content"), list):
-            return tuple(_token(t) for t in content)
-        tokens = raw.get("tokens") or []
-        tops = raw.get("top_logprobs") or [None] * len(tokens)
-        return tuple(
-            TokenLogprob(
-                token,
-                float(logprob or 0.0),
-                tuple(token.encode()),
-                tuple(TopToken(k, float(v), tuple(k.encode())) for k, v in (top or {}).items()),
-            )
-            for token, logprob, top in zip(tokens, raw.get("token_logprobs") or [], tops, strict=False)
-        )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _token(raw: dict[str, Any]) -> TokenLogprob:
-    top = tuple(_top(alternative) for alternative in raw.get("top_logprobs") or [])
-    return TokenLogprob(raw["token"], float(raw["logprob"]), tuple(raw.get("bytes") or ()), top)
-
-
-def _top(raw: dict[str, Any]) -> TopToken:
-    return TopToken(raw["token"], float(raw["logprob"]), tuple(raw.get("bytes") or ()))
-
-
-def _malformed(served: ServedModel) -> UpstreamError:
-    return UpstreamError(f"The upstream serving '{served.alias}' answered in a shape Portico does not pass on.")
-
-
-def _choices(served: ServedModel, raw: Any) -> list[dict[str, Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(c, dict) and isinstance(c.get("index", 0), int) for c in raw):
-        raise _malformed(served)
-    return raw
-
-
-def _finish(served: ServedModel, raw: Any) -> FinishReason:
-    try:
-        reason = FinishReason(raw)
-    except ValueError:
-        raise _malformed(served) from None
-    if reason is FinishReason.CANCELLED:
-        raise _malformed(served)
-    return reason
 
 
 def _backoff(routing: RoutingSettings, retry: int, error: PorticoError) -> float:
@@ -199,12 +92,14 @@ class UpstreamBackend:
         await self._admit(request, charge)
         answer, deployment = await self._retrying(lambda d: self._post(d, request))
         choices = [
-            Choice(_choice_text(c), _finish(self.served, c.get("finish_reason")), _calls(c), _logprobs(c))
-            for c in sorted(_choices(self.served, answer.get("choices")), key=lambda c: int(c.get("index", 0)))
+            Choice(
+                choice_text(c), finish_reason_of(self.served, c.get("finish_reason")), tool_calls_of(c), logprobs_of(c)
+            )
+            for c in sorted(choices_of(self.served, answer.get("choices")), key=lambda c: int(c.get("index", 0)))
         ]
-        usage = _usage(answer.get("usage"))
+        usage = usage_of(answer.get("usage"))
         if usage is None:  # an upstream that reports no usage: the estimate, and the answer's characters
-            usage = TokenUsage(request.prompt_estimate, _tokens(sum(len(c.text) for c in choices)))
+            usage = TokenUsage(request.prompt_estimate, estimated_tokens(sum(len(c.text) for c in choices)))
         charge.count(usage)
         if call.on_delta is not None:
             for index, choice in enumerate(choices):
@@ -244,12 +139,12 @@ class UpstreamBackend:
         answer, deployment = await self._retrying(lambda d: self._post(d, request))
         data = answer.get("data")
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            raise _malformed(self.served)
+            raise malformed(self.served)
         try:
             vectors = [[float(x) for x in item["embedding"]] for item in sorted(data, key=lambda i: i["index"])]
         except (KeyError, TypeError, ValueError):
-            raise _malformed(self.served) from None
-        usage = _usage(answer.get("usage")) or TokenUsage(request.prompt_estimate)
+            raise malformed(self.served) from None
+        usage = usage_of(answer.get("usage")) or TokenUsage(request.prompt_estimate)
         charge.count(TokenUsage(usage.prompt_tokens))
         return Vectors(vectors, usage.prompt_tokens, Origin(self.served.snapshot, deployment.name))
 
@@ -346,28 +241,28 @@ class UpstreamBackend:
         try:
             async for chunk in opened.payloads():
                 if "usage" in chunk:
-                    usage = _usage(chunk["usage"]) or usage
-                for choice in _choices(self.served, chunk.get("choices")):
+                    usage = usage_of(chunk["usage"]) or usage
+                for choice in choices_of(self.served, chunk.get("choices")):
                     index = int(choice.get("index", 0))
-                    if text := _choice_text(choice):
+                    if text := choice_text(choice):
                         if not chars:
                             charge.first_token()
                         chars += len(text)
-                        yield TextDelta(index, text, _logprobs(choice) or ())
-                    for delta in _call_deltas(index, choice):
+                        yield TextDelta(index, text, logprobs_of(choice) or ())
+                    for delta in call_deltas(index, choice):
                         if not chars:
                             charge.first_token()
                         chars += len(delta.arguments) + len(delta.name or "")
                         yield delta
                     if choice.get("finish_reason") is not None:
-                        yield ChoiceEnd(index, _finish(self.served, choice["finish_reason"]))
+                        yield ChoiceEnd(index, finish_reason_of(self.served, choice["finish_reason"]))
         except BaseException as exc:
             opened.dispatch.end(exc)
             raise
         finally:
-            charge.count(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
+            charge.count(usage or TokenUsage(request.prompt_estimate, estimated_tokens(chars)))
         opened.dispatch.end(None)
-        yield UsageReport(usage or TokenUsage(request.prompt_estimate, _tokens(chars)))
+        yield UsageReport(usage or TokenUsage(request.prompt_estimate, estimated_tokens(chars)))
 
 
 def _with_estimate(
@@ -375,7 +270,7 @@ def _with_estimate(
 ) -> _Request:
     """The prompt estimate from ``fields`` of the payload (a chat's tool definitions count too)."""
     sent = [request.payload[name] for name in fields if name in request.payload]
-    estimate = _tokens(len(json.dumps(sent[0] if len(sent) == 1 else sent, ensure_ascii=False)))
+    estimate = estimated_tokens(len(json.dumps(sent[0] if len(sent) == 1 else sent, ensure_ascii=False)))
     completion = (max_tokens or max(1, window - estimate)) * choices
     return _Request(request.path, request.payload, estimate, completion)
 
