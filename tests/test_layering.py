@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "portico"
 
 # What each layer may import from inside portico (besides itself and the shared leaf modules below).
-LEAVES = {"constants", "errors", "settings", "observability", "redis_client"}
+LEAVES = {"constants", "errors", "settings", "observability", "redis_client", "safety"}
 ALLOWED: dict[str, set[str]] = {
     "schemas": set(),
     "storage": set(),

@@ -24,9 +24,10 @@ def test_defaults_serve_the_embedded_models_on_loopback() -> None:
     settings = Settings()
 
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    chat, embeddings = settings.models
+    chat, embeddings, moderation = settings.models
     assert (chat.alias, chat.engine) == ("smollm2", "llama_cpp")
     assert (embeddings.alias, embeddings.engine) == ("all-minilm-l6-v2", "sentence_transformers")
+    assert (moderation.alias, moderation.engine) == ("portico-moderation", "classifier")
     assert isinstance(chat, LlamaCppModel) and isinstance(embeddings, SentenceTransformersModel)
     assert settings.request_timeout_s == 60
 
@@ -218,7 +219,7 @@ def test_an_unknown_engine_lists_the_engines(tmp_path: Path) -> None:
 
     assert [(e["loc"], e["type"]) for e in error.errors()] == [(("models", 0), "union_tag_invalid")]
     assert "'llama' found using 'engine'" in str(error)
-    assert "'llama_cpp', 'sentence_transformers', 'echo', 'upstream'" in str(error)
+    assert "'llama_cpp', 'sentence_transformers', 'classifier', 'echo', 'upstream'" in str(error)
 
 
 def test_the_model_settings_alias_validates_any_engine() -> None:

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible upstream: a real HTTP server on loopback (uvicorn in a thread), for gateway tests.
 
 It answers ``/v1/chat/completions`` (JSON, or SSE with ``chunks`` content chunks and a usage chunk when the
-request asks ``stream_options.include_usage``), ``/v1/completions`` and ``/v1/embeddings``. It records every
+request asks ``stream_options.include_usage``), ``/v1/completions``, ``/v1/embeddings`` and ``/v1/moderations``
+(a text holding ``FLAGGED_WORD`` scores 0.93 in ``violence``, anything else 0.01 everywhere). It records every
 request (path, headers, JSON body) and, with the monotonic time, every connection a client closed before its
 answer was complete (``closed_at``). Switches, changeable while it runs: ``fail`` ("429", "500", "400",
 "reset": the connection is dropped mid-answer, "context": a 400 saying the prompt is too long, "malformed": a 200
@@ -38,6 +39,8 @@ UPSTREAM_KEY_ENV = "PORTICO_TEST_UPSTREAM_KEY"
 PROMPT_TOKENS = 11  # what the mock reports as every answer's prompt tokens (embeddings: per input)
 MALFORMED = b'{"id": "upstream-id-1", "choices": [{"index": 0,'  # cut off: not JSON
 CHUNKS_BEFORE_RESET = 2  # "reset_mid_stream" drops the connection after this many events
+FLAGGED_WORD = "kaboom"  # what the mock's moderation model flags (as violence)
+MODERATION_CATEGORIES = ("harassment", "hate", "self-harm", "sexual", "violence", "violence/graphic")
 
 Scope = dict[str, Any]
 
@@ -159,6 +162,8 @@ class MockUpstream:
             return await self._json(
                 call, send, 200, {"object": "list", "data": data, "model": body["model"], "usage": usage}
             )
+        if path == "/v1/moderations":
+            return await self._json(call, send, 200, _moderation(body))
         chat = path == "/v1/chat/completions"
         words = [f"w{i} " for i in range(self.chunks)]
         usage = {
@@ -245,6 +250,18 @@ def _call_deltas(body: dict[str, Any]) -> list[dict[str, Any]]:
         {"index": 0, "function": {"arguments": "0}"}},
         {"index": 1, "function": {"arguments": '{"n": 1}'}},
     ]
+
+
+def _moderation(body: dict[str, Any]) -> dict[str, Any]:
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    results = []
+    for text in texts:
+        scores = dict.fromkeys(MODERATION_CATEGORIES, 0.01)
+        if FLAGGED_WORD in text:
+            scores["violence"] = 0.93
+        flags = {name: score >= 0.5 for name, score in scores.items()}
+        results.append({"flagged": any(flags.values()), "categories": flags, "category_scores": scores})
+    return {"id": "modr-upstream", "model": body["model"], "results": results}
 
 
 def closed_port() -> int:

@@ -11,6 +11,7 @@ HEADER_PROCESSING_MS = "x-processing-ms"
 HEADER_RETRY_AFTER = "retry-after"
 HEADER_SHOULD_RETRY = "x-should-retry"
 HEADER_QUOTA_WARNING = "x-quota-warning"
+HEADER_CONTENT_WARNING = "x-content-warning"  # a content policy's warning, e.g. prompt_injection
 HEADER_REQUEST_COST = "x-request-cost"
 HEADER_API_KEY = "api-key"  # Azure-style alternative to Authorization: Bearer
 HEADER_X_API_KEY = "x-api-key"  # Anthropic's (the anthropic SDK's api_key= sends it)
@@ -37,6 +38,7 @@ HEADER_WEBHOOK_SIGNATURE = "webhook-signature"
 PREFIX_CHAT_COMPLETION = "chatcmpl-"
 PREFIX_COMPLETION = "cmpl-"
 PREFIX_PREDICTION = "pred-"
+PREFIX_MODERATION = "modr-"
 PREFIX_TOOL_CALL = "call_"
 PREFIX_REQUEST = "req_"
 PREFIX_ORGANIZATION = "org_"
@@ -88,6 +90,7 @@ class Capability(StrEnum):
     TOOLS = "tools"  # tool calls (grammar-constrained on the embedded engine)
     LOGPROBS = "logprobs"  # logprobs / top_logprobs from the engine's token probabilities
     EMBEDDINGS = "embeddings"  # /v1/embeddings
+    MODERATION = "moderation"  # /v1/moderations, and the content policies' checks
 
 
 class Scope(StrEnum):

@@ -1,49 +1,8 @@
 """Portico's one exception hierarchy. Routes and services raise these; ``api/errors.py`` renders them.
 
-    PorticoError                      500 server_error         internal_error
-    ├── InvalidRequest                400 invalid_request_error invalid_request
-    │   ├── InvalidJSON               400                       invalid_json
-    │   ├── UnknownParameter          400                       unknown_parameter
-    │   ├── UnsupportedParameter      400                       unsupported_parameter
-    │   ├── TooManyMessages           400                       invalid_request (more than max_messages)
-    │   ├── ContextLengthExceeded     400                       context_length_exceeded (+ limit, requested)
-    │   └── UpstreamContextExceeded   400                       context_length_exceeded (the upstream said so)
-    ├── AuthenticationFailed          401 authentication_error  (abstract: one code per reason)
-    │   ├── MissingApiKey             401                       missing_api_key
-    │   ├── InvalidApiKey             401                       invalid_api_key
-    │   ├── ExpiredApiKey             401                       expired_api_key
-    │   └── RevokedApiKey             401                       revoked_api_key
-    ├── InsufficientScope             403 permission_error      insufficient_scope (+ required_scope)
-    ├── NotFound                      404 not_found_error       not_found
-    │   └── ModelNotFound             404                       model_not_found
-    ├── MethodNotAllowed              405 invalid_request_error method_not_allowed
-    ├── RequestTimeout                408 invalid_request_error request_timeout (the body arrived too slowly)
-    ├── Conflict                      409 conflict_error        conflict
-    │   ├── IdempotencyKeyReused      409                       idempotency_key_reused
-    │   ├── IdempotencyKeyInProgress  409                       idempotency_key_in_progress (retryable)
-    │   └── ConversationBusy          409                       conversation_busy (retryable)
-    ├── ModelRetired                  410 invalid_request_error model_retired (+ replacement)
-    ├── PayloadTooLarge               413 invalid_request_error payload_too_large
-    ├── UnsupportedMediaType          415 invalid_request_error unsupported_media_type
-    ├── RateLimited                   429 rate_limit_error      (abstract: `code` names the limit; Retry-After)
-    │   ├── RequestRateLimited        429                       requests_per_minute (retryable)
-    │   ├── TokenRateLimited          429                       tokens_per_minute (retryable)
-    │   ├── DailyTokensExhausted      429                       tokens_per_day
-    │   ├── ConcurrencyLimited        429                       concurrency (retryable)
-    │   ├── TooManyStreams            429                       too_many_streams (retryable)
-    │   ├── BudgetExhausted           429                       budget
-    │   └── UpstreamRateLimited       429                       upstream_rate_limited (retryable, its Retry-After)
-    ├── ClientDisconnected            499 client_closed_request client_closed_request (only ever logged)
-    ├── EngineError                   500 server_error          engine_error
-    ├── WorkerLost                    500 server_error          worker_lost (retryable: a job's workers died)
-    ├── UpstreamError                 502 upstream_error        upstream_error (retryable: upstream 5xx, bad answer)
-    ├── EngineOverloaded              503 overloaded_error      engine_overloaded (retryable, Retry-After)
-    ├── EngineUnavailable             503 overloaded_error      engine_unavailable (retryable, Retry-After)
-    ├── LimitsUnavailable             503 service_unavailable   limits_unavailable (retryable; fail-closed)
-    ├── StorageUnavailable            503 service_unavailable   storage_unavailable (retryable)
-    ├── UpstreamUnavailable           503 service_unavailable   upstream_unavailable (retryable: connect failed)
-    │   └── CircuitOpen               503                       circuit_open (retryable, Retry-After)
-    └── GenerationTimeout             504 timeout_error         timeout (retryable)
+Each class sets its HTTP status, OpenAI error ``type``, ``code`` and whether a retry may succeed
+(``retryable``); docs/errors.md lists every code a client can see, with its status and meaning. Abstract bases
+(``AuthenticationFailed``, ``RateLimited``) are never raised themselves: each subclass names its reason.
 
 Messages say what was wrong and how to fix it. They never carry a stack trace, a prompt or a secret.
 """
@@ -137,6 +96,18 @@ class ContextLengthExceeded(InvalidRequest):
                 "Shorten it, or split it into parts and send them as separate inputs."
             )
         super().__init__(message, param=param, details={"limit": limit, "requested": requested})
+
+
+class ContentPolicyViolation(InvalidRequest):
+    """Input (or, under ``on_output: fail``, output) that the project's content policy blocks. It names the
+    categories, never the scores or what would have passed."""
+
+    code = "content_policy_violation"
+
+    def __init__(self, categories: list[str], *, output: bool = False) -> None:
+        side = "The generated output" if output else "This request"
+        message = f"{side} was flagged by the project's content policy ({', '.join(categories)})."
+        super().__init__(message, param=None if output else "input", details={"categories": categories})
 
 
 class UpstreamContextExceeded(InvalidRequest):

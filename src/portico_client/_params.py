@@ -100,7 +100,7 @@ class MessageCreateParams(SamplingParams, total=False):
 class UsageParams(RequestOptions, total=False):
     start: float  # Unix seconds, inclusive
     end: float  # Unix seconds, exclusive
-    group_by: Literal["model", "key", "endpoint", "day"]
+    group_by: Literal["model", "key", "endpoint", "day", "outcome"]
     project: str
 
 

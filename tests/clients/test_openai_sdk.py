@@ -253,3 +253,13 @@ def test_forced_calls_over_varied_schemas_validate(client: openai.OpenAI, name: 
     (call,) = choice.message.tool_calls or []
     assert call.function.name == tool["function"]["name"]
     jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[name])
+
+
+def test_moderations_create_scores_with_the_default_moderation_model(client: openai.OpenAI) -> None:
+    """`client.moderations.create` as OpenAI's quickstart calls it (no model: the server's default)."""
+    moderation = client.moderations.create(
+        input=["I am going to stab my neighbour tonight and watch him bleed.", "How do I bake sourdough bread?"]
+    )
+    violent, benign = moderation.results
+    assert violent.flagged and violent.categories.violence
+    assert not benign.flagged and benign.category_scores.violence < 0.5

@@ -47,6 +47,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/chat/completions/{completion_id}"): {"metadata": {"tag": "theirs"}},
     ("PATCH", "/v1/chat/completions/{completion_id}"): {"metadata": {"tag": "theirs"}},
     ("POST", "/v1/conversations/{conversation_id}/messages"): {"content": "hello"},
+    ("PUT", "/v1/admin/projects/{project_id}/content_policy"): {"categories": {"hate": 0.5}},
 }
 CHAT = {"model": ECHO_ALIAS, "messages": [{"role": "user", "content": "isolation probe"}], "max_tokens": 4}
 

@@ -85,6 +85,7 @@ def _row(number: int) -> UsageRow:
         ttft_ms=None,
         status=200,
         cancelled=False,
+        outcome=None,
         created_at=0.0,
         day="1970-01-01",
     )

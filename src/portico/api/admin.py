@@ -1,4 +1,5 @@
-"""/v1/admin/projects and /v1/admin/tiers of the caller's organization (scope keys:admin); keys: api/admin_keys.py."""
+"""/v1/admin/projects (and their content policies) and /v1/admin/tiers of the caller's organization (scope
+keys:admin); keys: api/admin_keys.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from portico.api.deps import AdminDep, PrincipalDep, require_json, require_scope
 from portico.api.rendering import error_responses, json_response
 from portico.constants import Scope
 from portico.schemas.admin import (
+    ContentPolicyRequest,
     Deleted,
     ProjectCreateRequest,
     ProjectList,
@@ -63,10 +65,25 @@ async def archive_project(project_id: str, admin: AdminDep, principal: Principal
     return json_response(project_view(await admin.archive_project(principal.organization_id, project_id)))
 
 
+@router.put("/projects/{project_id}/content_policy", response_model=ProjectObject, dependencies=JSON_BODY)
+async def set_content_policy(
+    project_id: str, body: ContentPolicyRequest, admin: AdminDep, principal: PrincipalDep
+) -> Response:
+    """Sets the project's own content policy, which wins over its keys' tier default (within a second)."""
+    return json_response(project_view(await admin.set_content_policy(principal.organization_id, project_id, body)))
+
+
+@router.delete("/projects/{project_id}/content_policy", response_model=ProjectObject)
+async def clear_content_policy(project_id: str, admin: AdminDep, principal: PrincipalDep) -> Response:
+    """Clears it: the project's keys follow their tier's default policy, if any (within a second)."""
+    return json_response(project_view(await admin.set_content_policy(principal.organization_id, project_id, None)))
+
+
 # -- tiers ----------------------------------------------------------------------------------------------
 @router.post("/tiers", response_model=TierObject, dependencies=JSON_BODY)
 async def put_tier(body: TierRequest, admin: AdminDep, principal: PrincipalDep) -> Response:
-    """Creates the tier, or replaces the limits of the tier of that name (its keys follow within a second)."""
+    """Creates the tier, or replaces the limits and default content policy of the tier of that name (its keys
+    follow within a second)."""
     return json_response(tier_view(await admin.put_tier(principal.organization_id, body)))
 
 

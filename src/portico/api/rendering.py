@@ -14,6 +14,7 @@ from portico.api.streaming import Failure, NamedEvent, SSEEvent, named_by_type, 
 from portico.constants import (
     HEADER_CACHE_SIMILARITY,
     HEADER_CACHE_STATUS,
+    HEADER_CONTENT_WARNING,
     HEADER_REQUEST_COST,
     HEADER_SERVED_BY,
     CacheStatus,
@@ -45,6 +46,8 @@ def generated_headers(generated: Generated) -> dict[str, str]:
         headers[HEADER_SERVED_BY] = generated.served_by
     if generated.similarity is not None:
         headers[HEADER_CACHE_SIMILARITY] = f"{generated.similarity:.4f}"
+    if generated.warnings:
+        headers[HEADER_CONTENT_WARNING] = ", ".join(generated.warnings)
     return headers
 
 
@@ -70,6 +73,8 @@ def generation_stream(
         HEADER_CACHE_STATUS: CacheStatus.BYPASS.value,
         HEADER_SERVED_BY: streamed.served_by,
     }
+    if streamed.warning is not None:
+        headers[HEADER_CONTENT_WARNING] = streamed.warning.code
     return sse_response(
         chunks or streamed.chunks(),
         heartbeat_s=heartbeat_s,

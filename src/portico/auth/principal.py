@@ -1,4 +1,4 @@
-"""Who is calling: the key's organization, project, scopes and effective limits."""
+"""Who is calling: the key's organization, project, scopes, effective limits and content policy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 from portico.constants import Scope
 from portico.limits.base import LimitPolicy
-from portico.storage.models import ApiKey, Tier
+from portico.safety.policy import ContentPolicy
+from portico.storage.models import ApiKey, Project, Tier
 
 ALL_SCOPES = frozenset(Scope)
 LIMIT_FIELDS = tuple(field.name for field in fields(LimitPolicy))
@@ -21,6 +22,7 @@ class Principal:
     scopes: frozenset[str]
     tier: str
     policy: LimitPolicy
+    content_policy: ContentPolicy | None  # None: nothing is checked
 
     @property
     def subject(self) -> str:
@@ -39,6 +41,11 @@ def effective_policy(tier: Tier, overrides: dict[str, Any]) -> LimitPolicy:
     return LimitPolicy(**limits)
 
 
+def effective_content_policy(project: Project, tier: Tier) -> ContentPolicy | None:
+    """The project's own policy if it has one, else the tier's default, else none."""
+    return project.content_policy if project.content_policy is not None else tier.content_policy
+
+
 def principal_of(key: ApiKey) -> Principal:
     return Principal(
         organization_id=key.project.organization_id,
@@ -47,4 +54,5 @@ def principal_of(key: ApiKey) -> Principal:
         scopes=frozenset(key.scopes),
         tier=key.tier.name,
         policy=effective_policy(key.tier, key.limits),
+        content_policy=effective_content_policy(key.project, key.tier),
     )

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from portico.cli.common import ConfigOption, load_settings, out
-from portico.settings import UpstreamModel
+from portico.settings import ClassifierModel, UpstreamModel
 
 app = typer.Typer(help="The models this configuration serves.", no_args_is_help=True)
 
@@ -21,7 +21,8 @@ def list_(config: ConfigOption = None) -> None:
         older = ", ".join(
             f"{previous.id} (retired)" if previous.retired else previous.id for previous in model.previous_snapshots
         )
-        context = str(model.context_window) if model.context_window else "model's"
+        window = None if isinstance(model, ClassifierModel) else model.context_window
+        context = str(window) if window else "model's"
         table.add_row(
             model.alias, model.snapshot, model.engine, context, deployments, ", ".join(model.fallbacks), older
         )

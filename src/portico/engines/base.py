@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from portico.constants import Capability, FinishReason
+from portico.safety.policy import Category
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +285,27 @@ class Embedder(Protocol):
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         """One vector per input, in order. Concurrent calls' inputs may share a forward pass."""
         ...
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What a moderation engine offers: scores per safety category for each text (docs/safety.md)."""
+
+    context_window: int  # tokens per window a text is scored on (longer texts are scored window by window)
+    capabilities: frozenset[Capability]
+    stats: EmbedderStats
+    slots: int
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def classify(self, texts: Sequence[str]) -> Classified:
+        """Each text's scores, in order; concurrent calls' texts may share a forward pass."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    scores: list[dict[Category, float]]  # per text: each category's score, 0 to 1
+    tokens: int  # the texts' tokens, as the model read them

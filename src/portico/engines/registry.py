@@ -7,15 +7,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from portico.constants import Capability
-from portico.engines.base import Embedder, Engine
+from portico.engines.base import Classifier, Embedder, Engine
 from portico.engines.echo import EchoEngine
 from portico.engines.scheduler import AdmissionQueue
 from portico.engines.versions import ModelVersion, note_named
 from portico.errors import ModelNotFound, ModelRetired, UnsupportedParameter
-from portico.settings import EchoModel, ModelSettings, QueueSettings, SentenceTransformersModel, UpstreamModel
+from portico.settings import (
+    ClassifierModel,
+    EchoModel,
+    ModelSettings,
+    QueueSettings,
+    SentenceTransformersModel,
+    UpstreamModel,
+)
 
 
-def build_engine(settings: ModelSettings) -> Engine | Embedder:
+def build_engine(settings: ModelSettings) -> Engine | Embedder | Classifier:
     """The engine named in settings. llama.cpp and PyTorch are imported only when a model uses them."""
     if isinstance(settings, EchoModel):
         return EchoEngine(settings)
@@ -27,6 +34,10 @@ def build_engine(settings: ModelSettings) -> Engine | Embedder:
         from portico.engines.sentence_transformers import SentenceTransformersEngine
 
         return SentenceTransformersEngine(settings)
+    if isinstance(settings, ClassifierModel):
+        from portico.engines.classifier import SafetyClassifierEngine
+
+        return SafetyClassifierEngine(settings)
     from portico.engines.llama_cpp import LlamaCppEngine
 
     return LlamaCppEngine(settings)
@@ -37,7 +48,7 @@ class ServedModel:
     """A model as a request named it: its engine and queue, and the snapshot answering (``version``)."""
 
     settings: ModelSettings
-    engine: Engine | Embedder
+    engine: Engine | Embedder | Classifier
     queue: AdmissionQueue
     version: ModelVersion
     ready: bool = False
@@ -60,7 +71,7 @@ class ServedModel:
     def generator(self, capability: Capability) -> Engine:
         """The text engine, for a request that needs ``capability``; a 400 naming the model if it lacks it."""
         engine = self.engine
-        if isinstance(engine, Embedder) or capability not in engine.capabilities:
+        if isinstance(engine, Embedder | Classifier) or capability not in engine.capabilities:
             raise self._lacks(capability)
         return engine
 
@@ -68,6 +79,12 @@ class ServedModel:
         """The embeddings engine; a 400 naming the model if it makes no embeddings."""
         if not isinstance(self.engine, Embedder):
             raise self._lacks(Capability.EMBEDDINGS)
+        return self.engine
+
+    def classifier(self) -> Classifier:
+        """The moderation engine; a 400 naming the model if it is not a moderation model."""
+        if not isinstance(self.engine, Classifier):
+            raise self._lacks(Capability.MODERATION)
         return self.engine
 
     def _lacks(self, capability: Capability) -> UnsupportedParameter:
@@ -105,7 +122,7 @@ class ModelRegistry:
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models)
 
-    def engine_of(self, name: str) -> Engine | Embedder | None:
+    def engine_of(self, name: str) -> Engine | Embedder | Classifier | None:
         """The engine answering ``name`` (None if unknown), without resolving it: nothing noted, nothing raised."""
         entry = self._by_name.get(name)
         return None if entry is None else entry[0].engine

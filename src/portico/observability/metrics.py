@@ -114,6 +114,12 @@ CACHE_LOOKUPS = Counter(
 RATE_LIMITED = Counter(
     "portico_rate_limited_requests", "Requests refused by a key's limit, by the limit that tripped.", ["limit"]
 )
+CONTENT_POLICY = Counter(
+    "portico_content_policy_actions",
+    "Content policy actions, by side (input, output), action (blocked, stopped, failed, warned) and category.",
+    ["side", "action", "category"],
+)
+MODERATION_TEXTS = Counter("portico_moderation_texts", "Texts scored by a moderation model, by model.", ["model"])
 UPSTREAM_ERRORS = Counter(
     "portico_upstream_errors",
     "Failed calls to upstream deployments, by deployment and error code.",
@@ -226,6 +232,15 @@ def cache_lookup(cache: str, result: str) -> None:
 
 def rate_limited(limit: str) -> None:
     RATE_LIMITED.labels(limit).inc()
+
+
+def content_policy_acted(side: str, action: str, categories: list[str]) -> None:
+    for category in categories:
+        CONTENT_POLICY.labels(side, action, category).inc()
+
+
+def texts_moderated(model: str, count: int) -> None:
+    MODERATION_TEXTS.labels(model).inc(count)
 
 
 def upstream_failed(deployment: str, code: str) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from portico.constants import Scope
+from portico.safety.policy import Category, ContentPolicy, Score
 from portico.schemas.common import RequestModel
 from portico.schemas.lists import CursorPage, ItemList
 from portico.settings import TierSettings
@@ -28,6 +29,9 @@ class ProjectObject(BaseModel):
     created_at: int
     archived_at: int | None
     status: Literal["active", "archived"]
+    content_policy: ContentPolicy | None = Field(
+        description="The project's own content policy (null: its keys follow their tier's default, if any)."
+    )
 
 
 class ProjectList(CursorPage[ProjectObject]): ...
@@ -76,11 +80,28 @@ class CreatedKeyObject(KeyObject):
 class KeyList(CursorPage[KeyObject]): ...
 
 
+class ContentPolicyRequest(ContentPolicy):
+    """A content policy as the admin API takes it: strict like every request body (``false`` is not a threshold
+    of 0), but reading category names from their strings (strict wants ``Category`` objects)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    categories: dict[Annotated[Category, Strict(False)], Score] = Field(
+        default_factory=lambda: ContentPolicy().categories,
+        description=ContentPolicy.model_fields["categories"].description,
+    )
+
+
 class TierRequest(TierSettings):
     """A tier as POST /v1/admin/tiers takes it: strict like every request body (``false`` is not a budget of 0),
     where the settings file reads the same fields leniently."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    # Strict models do not make the models of their fields strict.
+    content_policy: ContentPolicyRequest | None = Field(
+        default=None, description=TierSettings.model_fields["content_policy"].description
+    )
 
 
 class TierObject(BaseModel):
@@ -93,6 +114,7 @@ class TierObject(BaseModel):
     max_concurrent: int | None
     budget_per_day_usd: float | None
     budget_per_month_usd: float | None
+    content_policy: ContentPolicy | None = Field(description="The default for keys whose project has none.")
     created_at: int
 
 

@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from portico.schemas.common import MAX_TOKENS_BOUND, FieldError, GenerationFields, RequestModel, ResponseFormat, Usage
+from portico.schemas.common import (
+    MAX_TOKENS_BOUND,
+    FieldError,
+    GenerationFields,
+    RequestModel,
+    ResponseFormat,
+    Usage,
+    Warnings,
+)
 
 FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Payload = dict[str, Any]  # a part Portico passes upstream as it came and never reads itself
@@ -262,6 +270,7 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    warnings: Warnings = None
 
 
 class ToolCallDeltaFunction(BaseModel):

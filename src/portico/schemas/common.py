@@ -98,3 +98,22 @@ class Usage(BaseModel):
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
     cost: float = Field(description="USD, from the model's prices (0 for a model without prices).")
+
+
+class ContentWarning(BaseModel):
+    """A content policy's warning on an answer: its output was stopped (``content_filter``), or its input looks
+    like a prompt injection (``prompt_injection``). docs/safety.md."""
+
+    code: Literal["content_filter", "prompt_injection"]
+    message: str
+    categories: list[str]
+
+
+def no_warnings(value: object) -> bool:
+    return value is None
+
+
+Warnings = Annotated[
+    list[ContentWarning] | None,
+    Field(default=None, exclude_if=no_warnings, description="A content policy's warnings; absent when none."),
+]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from portico.schemas.common import MAX_TOKENS_BOUND, GenerationFields, Usage
+from portico.schemas.common import MAX_TOKENS_BOUND, GenerationFields, Usage, Warnings
 
 
 class CompletionRequest(GenerationFields):
@@ -47,3 +47,4 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    warnings: Warnings = None

@@ -20,6 +20,7 @@ from portico.auth.keys import KeyParts, hash_secret, new_key
 from portico.auth.principal import LIMIT_FIELDS
 from portico.constants import PREFIX_ORGANIZATION, PREFIX_PROJECT, PREFIX_TIER, Scope, new_id
 from portico.errors import Conflict, InvalidRequest, NotFound
+from portico.safety.policy import ContentPolicy
 from portico.settings import TierSettings
 from portico.storage import control
 from portico.storage.database import Database
@@ -61,6 +62,11 @@ def _check_limits(limits: dict[str, Any]) -> dict[str, Any]:
             f"Unknown limit(s): {', '.join(unknown)}. Limits are: {', '.join(LIMIT_FIELDS)}.", param="limits"
         )
     return limits
+
+
+def _tier_columns(tier: TierSettings) -> dict[str, Any]:
+    """The tier's fields as its row's columns: not ``model_dump``, the policy's column takes a ``ContentPolicy``."""
+    return dict(tier)
 
 
 async def _project_or_404(session: AsyncSession, organization_id: str, project: str) -> Project:
@@ -116,7 +122,7 @@ class AdminService:
             )
             for tier in self._default_tiers:
                 session.add(
-                    Tier(id=new_id(PREFIX_TIER), organization_id=organization_id, created_at=now, **tier.model_dump())
+                    Tier(id=new_id(PREFIX_TIER), organization_id=organization_id, created_at=now, **_tier_columns(tier))
                 )
             await session.commit()
         return organization
@@ -183,15 +189,24 @@ class AdminService:
             await session.commit()
         return found
 
+    async def set_content_policy(self, organization_id: str, project: str, policy: ContentPolicy | None) -> Project:
+        """Set the project's own content policy, or clear it (``None``: its keys follow their tiers' default);
+        its keys follow on every process within a second."""
+        async with self._database.session() as session:
+            found = await _project_or_404(session, organization_id, project)
+            found.content_policy = policy
+            await session.commit()
+        return found
+
     # -- tiers ------------------------------------------------------------------------------------------
     async def put_tier(self, organization_id: str, tier: TierSettings) -> Tier:
-        """Create the tier, or replace its limits (keys on it follow within a second)."""
+        """Create the tier, or replace its limits and default policy (keys on it follow within a second)."""
         async with self._database.session() as session:
             found = await control.get_tier(session, organization_id, tier.name)
             if found is None:
                 found = Tier(id=new_id(PREFIX_TIER), organization_id=organization_id, created_at=int(time.time()))
                 session.add(found)
-            for name, value in tier.model_dump().items():
+            for name, value in _tier_columns(tier).items():
                 setattr(found, name, value)
             await session.commit()
         return found

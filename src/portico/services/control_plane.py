@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from portico.auth.authenticator import Authenticator
 from portico.auth.keys import load_or_create_server_secret, parse_key
-from portico.auth.principal import ALL_SCOPES, Principal, effective_policy
+from portico.auth.principal import ALL_SCOPES, Principal, effective_content_policy, effective_policy
 from portico.limits.base import FailurePolicy, Limiter
 from portico.limits.memory import MemoryLimiter
 from portico.limits.redis import RedisLimiter
@@ -84,6 +84,7 @@ class ControlPlane:
             scopes=ALL_SCOPES,
             tier=local_tier.name,
             policy=effective_policy(local_tier, {}),
+            content_policy=effective_content_policy(default_project, local_tier),
         )
         recorder = UsageRecorder(
             database,

@@ -34,6 +34,7 @@ from portico.settings.cache import CacheSettings, SemanticCacheSettings
 from portico.settings.engines import EchoSettings, RoutingSettings, SentenceTransformersSettings, UpstreamSettings
 from portico.settings.jobs import FilesSettings, IdempotencySettings, JobsSettings, WebhookSettings
 from portico.settings.models import (
+    ClassifierModel,
     CommonModelSettings,
     EchoModel,
     EngineName,
@@ -52,6 +53,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "AuthSettings",
     "CacheSettings",
+    "ClassifierModel",
     "CommonModelSettings",
     "EchoModel",
     "EchoSettings",

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from portico.safety.policy import ContentPolicy
+
 
 class QueueSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -15,8 +17,8 @@ class QueueSettings(BaseModel):
 
 
 class TierSettings(BaseModel):
-    """Default limits for a class of keys; ``null`` (or absent) means unlimited. Seeded into each new
-    organization; afterwards managed with the admin API (/v1/admin/tiers)."""
+    """Default limits for a class of keys; ``null`` (or absent) means unlimited. Also a default content policy.
+    Seeded into each new organization; afterwards managed with the admin API (/v1/admin/tiers)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,6 +30,9 @@ class TierSettings(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1)
     budget_per_day_usd: float | None = Field(default=None, ge=0)
     budget_per_month_usd: float | None = Field(default=None, ge=0)
+    content_policy: ContentPolicy | None = Field(
+        default=None, description="The default policy for keys of this tier whose project has none."
+    )
 
 
 def default_tiers() -> list[TierSettings]:

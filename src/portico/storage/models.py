@@ -8,8 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from portico.safety.policy import ContentPolicy
 
 
 class Base(DeclarativeBase):
@@ -24,6 +39,19 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class PolicyJSON(TypeDecorator[ContentPolicy]):
+    """A ``ContentPolicy`` stored as its JSON form (``model_dump(mode="json")``), read back validated."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: ContentPolicy | None, dialect: Dialect) -> dict[str, Any] | None:
+        return None if value is None else value.model_dump(mode="json")
+
+    def process_result_value(self, value: dict[str, Any] | None, dialect: Dialect) -> ContentPolicy | None:
+        return None if value is None else ContentPolicy.model_validate(value)
 
 
 class Organization(Base):
@@ -42,10 +70,13 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[int] = mapped_column(BigInteger)
     archived_at: Mapped[int | None] = mapped_column(BigInteger, default=None)  # its keys stop working
+    # NULL: its keys follow their tier's default policy.
+    content_policy: Mapped[ContentPolicy | None] = mapped_column(PolicyJSON, default=None)
 
 
 class Tier(Base):
-    """A named set of default limits; a key takes its tier's limits, each overridable on the key."""
+    """A named set of default limits; a key takes its tier's limits, each overridable on the key, and its content
+    policy unless the key's project has its own."""
 
     __tablename__ = "tiers"
     __table_args__ = (UniqueConstraint("organization_id", "name"),)
@@ -60,6 +91,8 @@ class Tier(Base):
     max_concurrent: Mapped[int | None] = mapped_column(Integer, default=None)
     budget_per_day_usd: Mapped[float | None] = mapped_column(Float, default=None)
     budget_per_month_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    # The policy of its keys whose project has none of its own (NULL: none).
+    content_policy: Mapped[ContentPolicy | None] = mapped_column(PolicyJSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -112,5 +145,7 @@ class UsageRecord(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float, default=None)  # streams only
     status: Mapped[int] = mapped_column(Integer)  # HTTP status the client got (499: it went away)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why a content policy ended it: `content_policy_violation:<categories>` (blocked), `content_filter:<...>`.
+    outcome: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[float] = mapped_column(Float)
     day: Mapped[str] = mapped_column(String(10))  # UTC date, YYYY-MM-DD: the `group_by=day` bucket

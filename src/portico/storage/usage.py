@@ -11,13 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portico.storage.models import UsageRecord
 
-UsageGroupBy = Literal["model", "key", "endpoint", "day"]
+UsageGroupBy = Literal["model", "key", "endpoint", "day", "outcome"]
 
 _GROUP_COLUMNS = {
     "model": UsageRecord.model,
     "key": UsageRecord.key_id,
     "endpoint": UsageRecord.endpoint,
     "day": UsageRecord.day,
+    "outcome": UsageRecord.outcome,  # a content policy's action; null: none
 }
 
 

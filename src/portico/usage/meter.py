@@ -103,8 +103,11 @@ class Ticket:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
-    def settle(self, usage: TokenUsage, *, status: int, cancelled: bool = False) -> Settlement:
-        """Charge the actual usage and record it; later calls return the first settlement unchanged."""
+    def settle(
+        self, usage: TokenUsage, *, status: int, cancelled: bool = False, outcome: str | None = None
+    ) -> Settlement:
+        """Charge the actual usage and record it; later calls return the first settlement unchanged.
+        ``outcome`` says why it ended as it did when a content policy acted (the usage record's ``outcome``)."""
         if self.settlement is not None:
             return self.settlement
         cost = self.cost_of(usage)
@@ -136,6 +139,7 @@ class Ticket:
                 ttft_ms=None if self.first_token_at is None else (self.first_token_at - self.started) * 1000,
                 status=status,
                 cancelled=cancelled,
+                outcome=outcome,
                 created_at=wall,
                 day=datetime.fromtimestamp(wall, UTC).strftime("%Y-%m-%d"),
             )
@@ -243,6 +247,7 @@ class Charge:
         self.ticket: Ticket | None = None
         self._on_admit = on_admit
         self._used = NO_USAGE
+        self._outcome: str | None = None
 
     @property
     def settlement(self) -> Settlement | None:
@@ -273,6 +278,17 @@ class Charge:
         ticket.settle(usage, status=200)
         return ticket
 
+    async def refuse(self, *, model: str, pricing: PricingSettings, outcome: str) -> None:
+        """A request a content policy blocked before it ran: one request against the rate and concurrency
+        limits, recorded with no tokens, status 400 and why (``outcome``)."""
+        ticket = await self.meter.admit_free(self.principal, endpoint=self.endpoint, model=model, pricing=pricing)
+        self._admitted(ticket)
+        ticket.settle(NO_USAGE, status=400, outcome=outcome)
+
+    def mark(self, outcome: str) -> None:
+        """Why the request ends as it does (a content policy stopped or failed its output), for its record."""
+        self._outcome = outcome
+
     def _admitted(self, ticket: Ticket) -> None:
         self.ticket = ticket
         if self._on_admit is not None:
@@ -281,6 +297,11 @@ class Charge:
     def count(self, usage: TokenUsage) -> None:
         """The usage so far of the attempt under way: what a settlement now would charge."""
         self._used = usage
+
+    @property
+    def used(self) -> TokenUsage:
+        """The usage counted so far (what a settlement now would charge)."""
+        return self._used
 
     def first_token(self) -> None:
         if self.ticket is not None:
@@ -299,7 +320,7 @@ class Charge:
     def settle(self, *, status: int, cancelled: bool = False) -> None:
         """Settle with the usage counted so far (nothing to do before admission, or once settled)."""
         if self.ticket is not None:
-            self.ticket.settle(self._used, status=status, cancelled=cancelled)
+            self.ticket.settle(self._used, status=status, cancelled=cancelled, outcome=self._outcome)
 
     @contextmanager
     def settling(self, *, only_failure: bool = False) -> Iterator[None]:

@@ -43,6 +43,7 @@ class UsageRow:
     ttft_ms: float | None
     status: int
     cancelled: bool
+    outcome: str | None  # a content policy's action: content_policy_violation:<categories>, content_filter:...
     created_at: float
     day: str
 

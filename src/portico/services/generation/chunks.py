@@ -6,12 +6,20 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, PREFIX_PREDICTION, FinishReason, new_id
+from portico.constants import (
+    PREFIX_CHAT_COMPLETION,
+    PREFIX_COMPLETION,
+    PREFIX_MODERATION,
+    PREFIX_PREDICTION,
+    FinishReason,
+    new_id,
+)
+from portico.safety.policy import DEFAULT_THRESHOLD, Category
 from portico.schemas.chat import (
     AssistantMessage,
     ChatChoice,
@@ -23,15 +31,18 @@ from portico.schemas.chat import (
     TopLogprob,
 )
 from portico.schemas.chat import TokenLogprob as WireTokenLogprob
-from portico.schemas.common import PromptTokensDetails, Usage
+from portico.schemas.common import ContentWarning, PromptTokensDetails, Usage
 from portico.schemas.completions import Completion, CompletionChoice, CompletionLogprobs
 from portico.schemas.embeddings import Embedding, EmbeddingList, EmbeddingUsage
 from portico.schemas.models import Prediction
+from portico.schemas.moderations import OPENAI_CATEGORIES, ModerationResponse, ModerationResult
 from portico.services.generation.types import (
     Answer,
     Choice,
     ChoiceEnd,
     Event,
+    Moderated,
+    PolicyWarning,
     TextDelta,
     TokenLogprob,
     ToolCallDelta,
@@ -109,8 +120,19 @@ def legacy_functions(body: ChatCompletionRequest) -> bool:
 
 
 # -- sync bodies ------------------------------------------------------------------------------------------
+def _warnings(warnings: Sequence[PolicyWarning]) -> list[ContentWarning] | None:
+    """A content policy's warnings on a body or chunk (each code once); None when there are none."""
+    unique = {warning.code: warning for warning in warnings}
+    return [warning.wire() for warning in unique.values()] or None
+
+
 def chat_body(
-    answer: Answer, charge: Charge, body: ChatCompletionRequest, *, completion_id: str | None = None
+    answer: Answer,
+    charge: Charge,
+    body: ChatCompletionRequest,
+    warnings: Sequence[PolicyWarning] = (),
+    *,
+    completion_id: str | None = None,
 ) -> ChatCompletion:
     legacy = legacy_functions(body)
     return ChatCompletion(
@@ -127,10 +149,11 @@ def chat_body(
             for i, c in enumerate(answer.choices)
         ],
         usage=charged_usage(answer.usage, charge),
+        warnings=_warnings(warnings),
     )
 
 
-def completion_body(answer: Answer, charge: Charge) -> Completion:
+def completion_body(answer: Answer, charge: Charge, warnings: Sequence[PolicyWarning] = ()) -> Completion:
     return Completion(
         id=new_id(PREFIX_COMPLETION),
         created=int(time.time()),
@@ -145,7 +168,34 @@ def completion_body(answer: Answer, charge: Charge) -> Completion:
             for i, c in enumerate(answer.choices)
         ],
         usage=charged_usage(answer.usage, charge),
+        warnings=_warnings(warnings),
     )
+
+
+def _threshold(name: str, thresholds: dict[Category, float]) -> float:
+    try:
+        return thresholds.get(Category(name), DEFAULT_THRESHOLD)
+    except ValueError:  # a category only an upstream model scores
+        return DEFAULT_THRESHOLD
+
+
+def moderation_body(moderated: Moderated, thresholds: dict[Category, float]) -> ModerationResponse:
+    """OpenAI's moderation object: every category of its API (0 where the model does not score one), the
+    model's others (Portico's ``prompt_injection``), flagged at ``thresholds`` (the caller's policy's, or 0.5)."""
+    results = []
+    for scores in moderated.scores:
+        category_scores = {name: scores.get(name, 0.0) for name in OPENAI_CATEGORIES} | scores
+        categories = {name: score >= _threshold(name, thresholds) for name, score in category_scores.items()}
+        blocking = [name for name, hit in categories.items() if hit and name != Category.PROMPT_INJECTION]
+        results.append(
+            ModerationResult(
+                flagged=bool(blocking),
+                categories=categories,
+                category_scores=category_scores,
+                category_applied_input_types={name: ["text"] for name in category_scores},
+            )
+        )
+    return ModerationResponse(id=new_id(PREFIX_MODERATION), model=moderated.origin.snapshot, results=results)
 
 
 def prediction_body(completion: ChatCompletion) -> Prediction:
@@ -219,6 +269,7 @@ async def chat_chunks(
     body: ChatCompletionRequest,
     include_usage: bool,
     usage_extras: dict[str, Any] | None = None,
+    warning: PolicyWarning | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """OpenAI's chunk sequence: a role chunk per choice, content and tool-call deltas, a finish chunk, then
     usage if asked (with ``usage_extras`` added to that last chunk)."""
@@ -233,7 +284,8 @@ async def chat_chunks(
         return chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": wire}])
 
     for index in range(body.n):
-        yield choice(index, {"role": "assistant", "content": ""})
+        first = choice(index, {"role": "assistant", "content": ""})
+        yield first if warning is None else {**first, **_warnings_field([warning])}
     async for event in events:
         if isinstance(event, TextDelta):
             yield choice(
@@ -243,7 +295,8 @@ async def chat_chunks(
             yield choice(event.index, _tool_call_delta(event, legacy))
         elif isinstance(event, ChoiceEnd):
             finish = _finish(event.finish_reason, legacy)
-            yield chunk([{"index": event.index, "delta": {}, "finish_reason": finish, "logprobs": None}])
+            ended = [{"index": event.index, "delta": {}, "finish_reason": finish, "logprobs": None}]
+            yield chunk(ended, **_warnings_field([event.warning] if event.warning else []))
         elif include_usage:
             yield chunk([], **usage_chunk_extras(event.usage, charge), **(usage_extras or {}))
 
@@ -261,8 +314,19 @@ def _tool_call_delta(event: ToolCallDelta, legacy: bool) -> dict[str, Any]:
     return {"tool_calls": [call]}
 
 
+def _warnings_field(warnings: Sequence[PolicyWarning]) -> dict[str, Any]:
+    wire = _warnings(warnings)
+    return {} if wire is None else {"warnings": [warning.model_dump() for warning in wire]}
+
+
 async def completion_chunks(
-    events: AsyncIterator[Event], charge: Charge, *, completion_id: str, model: str, include_usage: bool
+    events: AsyncIterator[Event],
+    charge: Charge,
+    *,
+    completion_id: str,
+    model: str,
+    include_usage: bool,
+    warning: PolicyWarning | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     head = {"id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model}
     offsets: dict[int, int] = {}
@@ -270,15 +334,19 @@ async def completion_chunks(
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {**head, "choices": choices, **extra}
 
+    pending = _warnings_field([warning] if warning else [])  # the input's warning, on the first chunk
     async for event in events:
         if isinstance(event, TextDelta):
             offset = offsets.get(event.index, 0)
             offsets[event.index] = offset + len(event.text)
             logprobs = _completion_logprobs(event.logprobs or None, offset)
             text = {"index": event.index, "text": event.text, "finish_reason": None}
-            yield chunk([{**text, "logprobs": logprobs and logprobs.model_dump()}])
+            yield chunk([{**text, "logprobs": logprobs and logprobs.model_dump()}], **pending)
+            pending = {}
         elif isinstance(event, ChoiceEnd):
             finish = event.finish_reason.value
-            yield chunk([{"index": event.index, "text": "", "finish_reason": finish, "logprobs": None}])
+            ended = [{"index": event.index, "text": "", "finish_reason": finish, "logprobs": None}]
+            yield chunk(ended, **pending, **_warnings_field([event.warning] if event.warning else []))
+            pending = {}
         elif isinstance(event, UsageReport) and include_usage:
             yield chunk([], **usage_chunk_extras(event.usage, charge))

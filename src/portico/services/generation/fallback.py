@@ -29,7 +29,7 @@ from portico.errors import (
 )
 from portico.schemas.embeddings import EmbeddingRequest
 from portico.services.generation.local import LocalBackend
-from portico.services.generation.types import Answer, Backend, Call, Opened, TextRequest, Vectors
+from portico.services.generation.types import Answer, Backend, Call, Moderated, Opened, TextRequest, Vectors
 from portico.services.generation.upstream import UpstreamBackend
 from portico.usage.meter import Charge
 
@@ -85,7 +85,7 @@ class FallbackChain:
             return next(iter(later), None)
         return None
 
-    async def _first(self, attempt: Callable[[Backend], Awaitable[_T]], charge: Charge) -> _T:
+    async def _first(self, attempt: Callable[[Backend], Awaitable[_T]], charge: Charge | None) -> _T:
         while True:
             try:
                 return await attempt(backend_for(self.served, self._options))
@@ -100,7 +100,8 @@ class FallbackChain:
                     self.candidates[following].alias,
                 )
                 self.position = following
-                charge.next_attempt()
+                if charge is not None:
+                    charge.next_attempt()
                 note_named(self.served.version)  # its Deprecation/Sunset headers, now that it may answer
 
     async def complete(self, call: Call, charge: Charge) -> Answer:
@@ -111,6 +112,9 @@ class FallbackChain:
 
     async def embed(self, body: EmbeddingRequest, charge: Charge, priority: Priority) -> Vectors:
         return await self._first(lambda backend: backend.embed(body, charge, priority), charge)
+
+    async def moderate(self, texts: list[str], charge: Charge | None, priority: Priority) -> Moderated:
+        return await self._first(lambda backend: backend.moderate(texts, charge, priority), charge)
 
     async def check(self, body: TextRequest | EmbeddingRequest) -> None:
         await backend_for(self.served, self._options).check(body)

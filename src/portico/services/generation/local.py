@@ -24,6 +24,7 @@ from portico.services.generation.types import (
     Call,
     ChoiceEnd,
     Event,
+    Moderated,
     Opened,
     Origin,
     TextDelta,
@@ -32,6 +33,7 @@ from portico.services.generation.types import (
     UsageReport,
     Vectors,
 )
+from portico.services.generation.upstream_answers import estimated_tokens
 from portico.usage.meter import Charge
 from portico.usage.tokens import TokenUsage
 
@@ -104,6 +106,22 @@ class LocalBackend:
             vectors = await prepared.embedder.embed(prepared.inputs)
         charge.count(TokenUsage(prepared.prompt_tokens))
         return Vectors(vectors, prepared.prompt_tokens, self.origin)
+
+    async def moderate(self, texts: list[str], charge: Charge | None, priority: Priority) -> Moderated:
+        classifier = self.served.classifier()
+        if charge is not None:
+            await charge.admit(
+                model=self.served.snapshot,
+                pricing=self.served.settings.pricing,
+                prompt_tokens=estimated_tokens(sum(len(text) for text in texts)),
+                max_completion_tokens=0,
+            )
+        async with self.served.queue.slot(priority):
+            classified = await classifier.classify(texts)
+        if charge is not None:
+            charge.count(TokenUsage(classified.tokens))
+        scores = [{str(category): score for category, score in text.items()} for text in classified.scores]
+        return Moderated(scores, classified.tokens, self.origin)
 
 
 async def _events(prepared: Prepared, charge: Charge) -> AsyncGenerator[Event, None]:

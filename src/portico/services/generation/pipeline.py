@@ -20,26 +20,32 @@ from pydantic import BaseModel, ValidationError
 from portico.auth.principal import Principal
 from portico.constants import PREFIX_CHAT_COMPLETION, PREFIX_COMPLETION, CacheMode, CacheStatus, Priority, new_id
 from portico.engines.registry import ModelRegistry, ServedModel
-from portico.errors import InvalidRequest
+from portico.errors import ContentPolicyViolation, InvalidRequest
 from portico.observability import metrics
+from portico.safety.policy import DEFAULT_MODERATION_MODEL, ContentPolicy
 from portico.schemas.chat import ChatCompletion, ChatCompletionRequest, ChatMessage
 from portico.schemas.completions import Completion, CompletionRequest
 from portico.schemas.embeddings import EmbeddingList, EmbeddingRequest
 from portico.schemas.models import PredictRequest
+from portico.schemas.moderations import OPENAI_MODERATION_MODELS, ModerationRequest
 from portico.schemas.tokenize import TokenizeRequest
 from portico.services.cache import BYPASS, CacheLookup, ResponseCache
 from portico.services.generation import chunks
 from portico.services.generation.fallback import BackendOptions, FallbackChain, chain
+from portico.services.generation.guard import Guard, moderation_texts, outcome
 from portico.services.generation.prompts import count_tokens
 from portico.services.generation.types import (
     ENDPOINT_CHAT,
     ENDPOINT_COMPLETIONS,
     ENDPOINT_EMBEDDINGS,
+    ENDPOINT_MODERATIONS,
     ENDPOINT_PREDICT,
     Call,
     Event,
+    Moderated,
     OnDelta,
     Opened,
+    PolicyWarning,
     TextRequest,
 )
 from portico.services.semantic_cache import SEMANTIC_BYPASS, SemanticCache
@@ -57,6 +63,7 @@ class Generated:
     cache: CacheStatus = CacheStatus.BYPASS
     served_by: str | None = None  # the deployment that answered (None: the cache)
     similarity: float | None = None  # a semantic cache hit's similarity (X-Cache-Similarity)
+    warnings: tuple[str, ...] = ()  # content policy warning codes (X-Content-Warning)
 
 
 @dataclass(slots=True)
@@ -68,6 +75,7 @@ class Streamed:
     charge: Charge
     opened: Opened
     completion_id: str
+    warning: PolicyWarning | None = None  # the input's (a suspected prompt injection)
     events: AsyncGenerator[Event, None] = field(init=False)
     started: bool = False
 
@@ -112,9 +120,15 @@ class Streamed:
                 body=body,
                 include_usage=include_usage,
                 usage_extras=usage_extras,
+                warning=self.warning,
             )
         return chunks.completion_chunks(
-            source, self.charge, completion_id=chunk_id, model=self.model, include_usage=include_usage
+            source,
+            self.charge,
+            completion_id=chunk_id,
+            model=self.model,
+            include_usage=include_usage,
+            warning=self.warning,
         )
 
     def close(self) -> None:
@@ -152,6 +166,7 @@ class Pipeline:
         self.background_timeout_s = background_timeout_s
         self.cache = cache
         self.semantic_cache = semantic_cache
+        self.guard = Guard(self._moderated)
 
     def chain(self, model: str) -> FallbackChain:
         """The model ``model`` names, then its fallbacks: where a request may be answered (docs/gateway.md)."""
@@ -160,6 +175,31 @@ class Pipeline:
     async def check(self, body: TextRequest | EmbeddingRequest) -> None:
         """Everything the endpoint would refuse before running ``body`` (a job checked when it is created)."""
         await self.chain(body.model).check(body)
+
+    async def _moderated(self, model: str, texts: list[str], priority: Priority) -> Moderated:
+        """A content policy's scores: part of the request being checked, not metered on their own."""
+        moderated = await self.chain(model).moderate(texts, None, priority)
+        metrics.texts_moderated(moderated.origin.snapshot, len(texts))
+        return moderated
+
+    async def _screened(self, call: Call, charge: Charge) -> PolicyWarning | None:
+        """The caller's content policy on the call's input; a blocked request is recorded (0 tokens, why)."""
+        policy = charge.principal.content_policy
+        if policy is None or not call.moderated:
+            return None
+        try:
+            return await self.guard.screen(call, policy)
+        except ContentPolicyViolation as exc:
+            served = self.registry.resolve(call.body.model)
+            flagged = outcome("content_policy_violation", exc.details["categories"])
+            await charge.refuse(model=served.snapshot, pricing=served.settings.pricing, outcome=flagged)
+            raise
+
+    def _checks_output(self, call: Call, principal: Principal) -> ContentPolicy | None:
+        policy = principal.content_policy
+        if policy is None or not call.moderated or policy.check == "input":
+            return None
+        return policy
 
     async def count_tokens(self, body: TokenizeRequest) -> tuple[ServedModel, int]:
         served = self.registry.resolve(body.model)
@@ -186,6 +226,7 @@ class Pipeline:
         self, call: Call, principal: Principal, cache: CacheMode, semantic: bool | None, on_admit: OnAdmit | None
     ) -> Generated:
         charge = Charge(self.meter, principal, call.endpoint, on_admit)
+        warning = await self._screened(call, charge)
         way = self.chain(call.body.model)
         served = way.served
         response: type[ChatCompletion] | type[Completion] = ChatCompletion if call.chat else Completion
@@ -209,14 +250,23 @@ class Pipeline:
             return replace(replayed, similarity=similar.similarity)
         with charge.settling():
             answer = await way.complete(call, charge)
+            if (policy := self._checks_output(call, principal)) is not None:
+                answer = await self.guard.reviewed(answer, call, policy, charge)
+        warnings = [w for w in (warning, *(choice.warning for choice in answer.choices)) if w is not None]
         body = (
-            chunks.chat_body(answer, charge, call.body)
+            chunks.chat_body(answer, charge, call.body, warnings)
             if isinstance(call.body, ChatCompletionRequest)
-            else chunks.completion_body(answer, charge)
+            else chunks.completion_body(answer, charge, warnings)
         )
         missed = CacheStatus.MISS in (lookup.status, similar.status)
-        generated = Generated(body, charge, CacheStatus.MISS if missed else CacheStatus.BYPASS, answer.origin.served_by)
-        if way.primary:
+        generated = Generated(
+            body,
+            charge,
+            CacheStatus.MISS if missed else CacheStatus.BYPASS,
+            answer.origin.served_by,
+            warnings=tuple(dict.fromkeys(w.code for w in warnings)),
+        )
+        if way.primary and not warnings:  # an answer a policy acted on is not replayed to later requests
             if self.semantic_cache is not None:
                 await self.semantic_cache.store(similar, body)
             await self._store(lookup, body)
@@ -226,10 +276,13 @@ class Pipeline:
         """The stream, opened: refusals and failures up to its first event are errors with their own status
         (or fall back to the next model); streams are never cached."""
         charge = Charge(self.meter, principal, call.endpoint)
+        warning = await self._screened(call, charge)
         with charge.settling(only_failure=True):
             opened = await self.chain(call.body.model).stream(call, charge)
         prefix = PREFIX_CHAT_COMPLETION if call.chat else PREFIX_COMPLETION
-        streamed = Streamed(call, charge, opened, new_id(prefix))
+        if (policy := self._checks_output(call, principal)) is not None:  # inside the settlement: it marks why
+            opened.events = self.guard.watched(opened.events, call, policy, charge)
+        streamed = Streamed(call, charge, opened, new_id(prefix), warning)
         body = call.body
         if isinstance(body, ChatCompletionRequest) and body.store:
             streamed.events = self.stored.recorded(
@@ -288,6 +341,21 @@ class Pipeline:
         if way.primary:
             await self._store(lookup, listing)
         return Generated(listing, charge, lookup.status, vectors.origin.served_by)
+
+    # -- moderation ------------------------------------------------------------------------------------------
+    async def moderate(self, body: ModerationRequest, principal: Principal) -> Generated:
+        """``/v1/moderations``: each input's scores, flagged at the caller's policy's thresholds (or 0.5)."""
+        texts = moderation_texts(body)
+        name = body.model or DEFAULT_MODERATION_MODEL
+        if name in OPENAI_MODERATION_MODELS and self.registry.engine_of(name) is None:
+            name = DEFAULT_MODERATION_MODEL
+        charge = Charge(self.meter, principal, ENDPOINT_MODERATIONS)
+        with charge.settling():
+            moderated = await self.chain(name).moderate(texts, charge, Priority.INTERACTIVE)
+        metrics.texts_moderated(moderated.origin.snapshot, len(texts))
+        policy = principal.content_policy
+        thresholds = {} if policy is None else dict(policy.categories)
+        return Generated(chunks.moderation_body(moderated, thresholds), charge, served_by=moderated.origin.served_by)
 
     # -- the cache -------------------------------------------------------------------------------------------
     async def _lookup(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from portico.constants import CacheStatus, FinishReason, Priority
 from portico.engines.base import TokenLogprob as TokenLogprob  # re-exported: the pipeline's logprob type
 from portico.engines.base import TopToken as TopToken
 from portico.schemas.chat import ChatCompletionRequest
+from portico.schemas.common import ContentWarning
 from portico.schemas.completions import CompletionRequest
 from portico.schemas.embeddings import EmbeddingRequest
 from portico.usage.meter import Charge
@@ -25,6 +26,7 @@ ENDPOINT_CONVERSATION_MESSAGES = "/v1/conversations/{id}/messages"
 ENDPOINT_RESPONSES = "/v1/responses"
 # Anthropic's Messages API (its generations; count_tokens generates nothing and is not metered).
 ENDPOINT_MESSAGES = "/v1/messages"
+ENDPOINT_MODERATIONS = "/v1/moderations"
 
 TextRequest = ChatCompletionRequest | CompletionRequest
 # Called with (choice index, text) as a generation makes text: job events and partial output.
@@ -40,6 +42,7 @@ class Call:
     priority: Priority = Priority.INTERACTIVE
     timeout_s: float | None = None  # None: the interactive request_timeout_s
     on_delta: OnDelta | None = None
+    moderated: bool = True  # under the caller's content policy (not Portico's own calls, e.g. summaries)
 
     @property
     def chat(self) -> bool:
@@ -67,9 +70,27 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyWarning:
+    """A content policy's warning: output stopped (``content_filter``) or a suspected prompt injection."""
+
+    code: Literal["content_filter", "prompt_injection"]
+    categories: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        if self.code == "content_filter":
+            return "The output was stopped by the project's content policy."
+        return "The input looks like a prompt injection attempt; treat instructions inside it with care."
+
+    def wire(self) -> ContentWarning:
+        return ContentWarning(code=self.code, message=self.message, categories=list(self.categories))
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceEnd:
     index: int
     finish_reason: FinishReason
+    warning: PolicyWarning | None = None  # the content policy that stopped it
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +125,7 @@ class Choice:
     finish_reason: FinishReason
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
+    warning: PolicyWarning | None = None  # the content policy that cut it
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +139,15 @@ class Answer:
 class Vectors:
     vectors: list[list[float]]
     prompt_tokens: int
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Moderated:
+    """Each text's category scores (0-1), keyed by category name as the moderation model names them."""
+
+    scores: list[dict[str, float]]
+    tokens: int
     origin: Origin
 
 
@@ -140,6 +171,11 @@ class Backend(Protocol):
     async def stream(self, call: Call, charge: Charge) -> Opened: ...
 
     async def embed(self, body: EmbeddingRequest, charge: Charge, priority: Priority) -> Vectors: ...
+
+    async def moderate(self, texts: list[str], charge: Charge | None, priority: Priority) -> Moderated:
+        """Scores for ``texts``. With a ``charge`` (``/v1/moderations``) the request is admitted and counted
+        through it; without one it is part of another request (a content policy's check)."""
+        ...
 
     async def check(self, body: TextRequest | EmbeddingRequest) -> None:
         """Refuse now what ``complete``/``embed`` would refuse before running (nothing is admitted)."""

@@ -36,6 +36,7 @@ from portico.services.generation.types import (
     Choice,
     ChoiceEnd,
     Event,
+    Moderated,
     Opened,
     Origin,
     TextDelta,
@@ -147,6 +148,23 @@ class UpstreamBackend:
         usage = usage_of(answer.get("usage")) or TokenUsage(request.prompt_estimate)
         charge.count(TokenUsage(usage.prompt_tokens))
         return Vectors(vectors, usage.prompt_tokens, Origin(self.served.snapshot, deployment.name))
+
+    async def moderate(self, texts: list[str], charge: Charge | None, priority: Priority) -> Moderated:
+        request = self._request(Capability.MODERATION, "moderations", {"input": texts})
+        request = _with_estimate(request, ("input",), 0, 0, self.engine.context_window)
+        if charge is not None:
+            await self._admit(request, charge)
+        answer, deployment = await self._retrying(lambda d: self._post(d, request))
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(texts):
+            raise malformed(self.served)
+        try:
+            scores = [{str(name): float(score) for name, score in r["category_scores"].items()} for r in results]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise malformed(self.served) from None
+        if charge is not None:
+            charge.count(TokenUsage(request.prompt_estimate))
+        return Moderated(scores, request.prompt_estimate, Origin(self.served.snapshot, deployment.name))
 
     async def check(self, body: TextRequest | EmbeddingRequest) -> None:
         if isinstance(body, EmbeddingRequest):
