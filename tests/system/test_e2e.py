@@ -87,4 +87,4 @@ def test_openai_sdk_gets_embeddings(client: openai.OpenAI) -> None:
 def test_models_endpoint_lists_the_embedded_models(client: openai.OpenAI) -> None:
     models = client.models.list()
 
-    assert [m.id for m in models] == ["smollm2", "all-minilm-l6-v2"]
+    assert [m.id for m in models] == ["smollm2", "all-minilm-l6-v2", "portico-moderation"]
