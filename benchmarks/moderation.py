@@ -55,6 +55,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from portico.constants import HEADER_CONTENT_WARNING
 from processes import free_port, stop, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,6 @@ WORK = ROOT / "benchmarks" / ".work"
 PORTICO = Path(sys.executable).with_name("portico")
 ENDPOINT_CHAT = "/v1/chat/completions"
 ENDPOINT_MODERATIONS = "/v1/moderations"
-CONTENT_WARNING = "x-content-warning"  # portico.constants.HEADER_CONTENT_WARNING
 
 ECHO_ALIAS = "echo"
 ECHO_MODEL: dict[str, Any] = {
@@ -241,7 +241,7 @@ def post_chat(server: Server, body: bytes, result: Sequential | None = None) -> 
         raise SystemExit(f"{server.name}: {response.status_code} {response.text}")
     if result is not None:
         result.latencies_ms.append(elapsed)
-        result.warned += CONTENT_WARNING in response.headers
+        result.warned += HEADER_CONTENT_WARNING in response.headers
 
 
 def interleaved(servers: Sequence[Server], setup: Setup) -> list[Sequential]:
